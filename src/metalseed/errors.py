@@ -1,0 +1,76 @@
+"""The one exception tree of metalseed.
+
+Every error metalseed raises derives from :class:`MetalseedError`. Foreign errors (grpc, subprocess,
+kubernetes ``ApiException``, OS errors from the store) are translated where they enter our code, so
+callers and the CLI only ever handle this tree. Where an error is also a classic built-in kind (a bad
+value), it inherits that built-in too, as pyinfra's ``OperationValueError`` does.
+"""
+
+from __future__ import annotations
+
+
+class MetalseedError(Exception):
+    """Base of every metalseed error."""
+
+
+class ModelError(MetalseedError, ValueError):
+    """Invalid inventory or group data, found before any host is touched.
+
+    ``field`` names the setting, ``host`` the host it was read from (None for cluster-wide
+    settings), ``found`` what was there and ``accepted`` what would have been accepted.
+    """
+
+    def __init__(self, field: str, found: object, accepted: str, host: str | None = None) -> None:
+        self.field = field
+        self.found = found
+        self.accepted = accepted
+        self.host = host
+        where = f"host {host!r}: " if host else ""
+        super().__init__(f"{where}{field}: found {found!r}; accepted: {accepted}")
+
+
+class ModelErrors(ModelError):
+    """Several validation errors at once, so the operator fixes them in one go."""
+
+    def __init__(self, errors: list[ModelError]) -> None:
+        self.errors = errors
+        Exception.__init__(
+            self,
+            f"{len(errors)} problem(s) in the inventory:\n" + "\n".join(f"  - {e}" for e in errors),
+        )
+        self.field = errors[0].field
+        self.found = errors[0].found
+        self.accepted = errors[0].accepted
+        self.host = errors[0].host
+
+
+class InventoryError(MetalseedError):
+    """The inventory file itself could not be loaded."""
+
+
+class PKIError(MetalseedError):
+    """Problems with the certificate store or its material."""
+
+
+class PKIIntegrityError(PKIError):
+    """Material on disk is corrupt, mismatched, or not signed by its CA: never used."""
+
+
+class CAReplacementRefused(PKIError):
+    """A CA would have to be replaced; metalseed never does that silently."""
+
+
+class LabError(MetalseedError):
+    """The local lab could not be started, stopped, or driven."""
+
+
+class EtcdError(MetalseedError):
+    """An etcd operation failed (translated from grpc / python-etcd3 / etcdctl)."""
+
+
+class HealthCheckError(MetalseedError):
+    """A health gate failed; the run stops and leaves the rest of the cluster as it was."""
+
+
+class DeployError(MetalseedError):
+    """A deploy could not do its job on a host."""
