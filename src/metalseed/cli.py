@@ -1,0 +1,41 @@
+"""The ``metalseed`` command: lab, pki, certs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from metalseed.errors import MetalseedError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metalseed",
+        description="Highly available bare-metal Kubernetes with pyinfra: lab, PKI, certificates.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from metalseed.lab import cli as lab_cli
+    from metalseed.pki import cli as pki_cli
+
+    lab_cli.register(sub)
+    pki_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MetalseedError as e:
+        print(f"metalseed: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("metalseed: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

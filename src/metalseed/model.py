@@ -1,0 +1,532 @@
+"""The typed cluster model, built once from a pyinfra inventory and its group data.
+
+Every validation lives here, so that a bad inventory is rejected before any host is touched. Errors
+name the field, the host, what was found and what would be accepted; all problems found are reported
+together (:class:`~metalseed.errors.ModelErrors`).
+
+Settings come from pyinfra data (inventory file, ``group_data/*.py``, host data). Cluster-wide
+settings must have the same value on every host. Per-host settings are ``address`` (the node's
+address on the node network; defaults to ``ssh_hostname``) and ``node_name`` (defaults to the
+inventory name). Hosts belong to the ``masters`` or the ``workers`` group.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from metalseed.errors import InventoryError, ModelError, ModelErrors
+
+IPv4 = ipaddress.IPv4Address
+Net4 = ipaddress.IPv4Network
+
+KEY_ALGORITHMS = ("ecdsa-p256", "rsa-2048", "rsa-3072", "rsa-4096")
+NODEPORT_RANGE = (30000, 32767)
+FAILOVER_ADVERT_INT = {"default": 1.0, "fast": 0.1}
+
+_RFC1123_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdwy]?)\s*$")
+_DURATION_UNITS = {
+    "s": 1,
+    "": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 7 * 86400,
+    "y": 365 * 86400,
+}
+
+# Data keys that belong to pyinfra or its connectors, not to us: never reported as typos.
+_PYINFRA_PREFIXES = ("ssh_", "_", "winrm_", "docker_", "chroot_", "local_", "vagrant_", "terraform_")
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine of the cluster."""
+
+    name: str
+    """Kubernetes node name (RFC 1123 subdomain); also the etcd member name on masters."""
+    address: IPv4
+    role: str  # "master" | "worker"
+    inventory_name: str
+    """The pyinfra host name this node came from."""
+
+    @property
+    def is_master(self) -> bool:
+        return self.role == "master"
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    client_port: int = 2379
+    peer_port: int = 2380
+    metrics_port: int = 2381
+    # LAN timing tuned so a crashed leader is replaced well within 1.5 s (etcd requires
+    # election >= 5 x heartbeat); etcd's own defaults (100/1000 ms) are for slower links.
+    heartbeat_ms: int = 50
+    election_ms: int = 500
+    source: str = "debian"  # "debian" or "tarball"
+    tarball_url: str | None = None
+    tarball_sha256: str | None = None
+    data_dir: str = "/var/lib/etcd/metalseed"
+
+
+@dataclass(frozen=True)
+class PKISettings:
+    key_algorithm: str = "ecdsa-p256"
+    ca_lifetime: timedelta = timedelta(days=3650)
+    leaf_lifetime: timedelta = timedelta(days=365)
+    renew_before: timedelta = timedelta(days=30)
+    """A leaf is due when it expires within this window..."""
+    renew_fraction: float = 2 / 3
+    """...or when this fraction of its lifetime has passed."""
+    store: Path = Path("pki")
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    cert_file: Path | None = None
+    """The operator's own serving certificate (PEM chain); None to have metalseed issue one."""
+    key_file: Path | None = None
+    hsts_max_age: int = 63072000
+    failover: str = "default"  # "default" | "fast": keepalived advertisement interval
+    vrrp_unicast: bool = False
+    virtual_router_id: int = 51
+    http_port: int = 80
+    https_port: int = 443
+
+    @property
+    def advert_int(self) -> float:
+        return FAILOVER_ADVERT_INT[self.failover]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    dns_domain: str
+    masters: tuple[Node, ...]
+    workers: tuple[Node, ...]
+    vip: IPv4
+    vip_interface: str
+    node_network: Net4
+    pod_network: Net4
+    service_network: Net4
+    apiserver_port: int = 6443
+    ingress_http_nodeport: int = 30080
+    ingress_https_nodeport: int = 30443
+    etcd: EtcdSettings = field(default_factory=EtcdSettings)
+    pki: PKISettings = field(default_factory=PKISettings)
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self.masters + self.workers
+
+    @property
+    def first_service_address(self) -> IPv4:
+        """The ``kubernetes`` service's ClusterIP: first usable address of the service network."""
+        return self.service_network.network_address + 1
+
+    @property
+    def cluster_dns_address(self) -> IPv4:
+        return self.service_network.network_address + 10
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.pki.store / self.name
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if name in (n.name, n.inventory_name):
+                return n
+        raise KeyError(name)
+
+    def etcd_initial_cluster(self) -> str:
+        return ",".join(
+            f"{m.name}=https://{m.address}:{self.etcd.peer_port}" for m in self.masters
+        )
+
+    def etcd_client_urls(self) -> list[str]:
+        return [f"https://{m.address}:{self.etcd.client_port}" for m in self.masters]
+
+
+# --------------------------------------------------------------------------------------------
+# Settings table: key -> (parser, default). Parsers raise ValueError with "accepted" text.
+
+
+def parse_duration(value: object) -> timedelta:
+    """``3600``, ``"90s"``, ``"5m"``, ``"12h"``, ``"30d"``, ``"2w"``, ``"10y"`` (365 days)."""
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+    elif isinstance(value, bool):
+        raise ValueError("a duration: seconds as an integer, or a string like 90s, 5m, 12h, 30d, 10y")
+    elif isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError("a duration: seconds as an integer, or a string like 90s, 5m, 12h, 30d, 10y")
+    if seconds <= 0:
+        raise ValueError("a positive duration")
+    return timedelta(seconds=seconds)
+
+
+def _str(accepted: str, check: Callable[[str], bool] = lambda s: bool(s)) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or not check(value):
+            raise ValueError(accepted)
+        return value
+
+    return parse
+
+
+def _int(lo: int, hi: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"an integer from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if value not in choices:
+            raise ValueError("one of " + ", ".join(repr(c) for c in choices))
+        return str(value)
+
+    return parse
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("True or False")
+    return value
+
+
+def _ipv4(value: object) -> IPv4:
+    try:
+        return IPv4(str(value))
+    except ValueError:
+        raise ValueError("an IPv4 address such as 10.0.0.10") from None
+
+
+def _net4(value: object) -> Net4:
+    try:
+        return Net4(str(value), strict=True)
+    except ValueError:
+        raise ValueError("an IPv4 network in CIDR form with no host bits set, such as 10.0.0.0/24") from None
+
+
+def _optional(parse: Callable[[object], Any]) -> Callable[[object], Any]:
+    return lambda value: None if value is None else parse(value)
+
+
+def _path(value: object) -> Path:
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ValueError("a file path")
+    return Path(value)
+
+
+def is_rfc1123_label(name: str) -> bool:
+    return bool(_RFC1123_LABEL.match(name))
+
+
+def is_rfc1123_subdomain(name: str) -> bool:
+    return 0 < len(name) <= 253 and all(is_rfc1123_label(p) for p in name.split("."))
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
+    "cluster_name": (_str("an RFC 1123 label: lowercase letters, digits and '-', at most 63",
+                          is_rfc1123_label), None),
+    "dns_domain": (_str("an RFC 1123 subdomain such as cluster.local", is_rfc1123_subdomain),
+                   "cluster.local"),
+    "vip": (_ipv4, None),
+    "vip_interface": (_str("a network interface name such as eth0",
+                           lambda s: bool(re.match(r"^[A-Za-z0-9_.:-]{1,15}$", s))), "eth0"),
+    "node_network": (_net4, None),
+    "pod_network": (_net4, "10.244.0.0/16"),
+    "service_network": (_net4, "10.96.0.0/12"),
+    "apiserver_port": (_int(1, 65535), 6443),
+    "ingress_http_nodeport": (_int(*NODEPORT_RANGE), 30080),
+    "ingress_https_nodeport": (_int(*NODEPORT_RANGE), 30443),
+    "etcd_heartbeat_ms": (_int(10, 5000), EtcdSettings.heartbeat_ms),
+    "etcd_election_ms": (_int(50, 50000), EtcdSettings.election_ms),
+    "etcd_client_port": (_int(1, 65535), EtcdSettings.client_port),
+    "etcd_peer_port": (_int(1, 65535), EtcdSettings.peer_port),
+    "etcd_metrics_port": (_int(1, 65535), EtcdSettings.metrics_port),
+    "etcd_source": (_choice("debian", "tarball"), "debian"),
+    "etcd_tarball_url": (_optional(_str("an http(s) or file URL",
+                                        lambda s: s.startswith(("http://", "https://", "file://")))),
+                         None),
+    "etcd_tarball_sha256": (_optional(_str("64 lowercase hex digits",
+                                           lambda s: bool(_SHA256.match(s)))), None),
+    "etcd_data_dir": (_str("an absolute path", lambda s: s.startswith("/")), EtcdSettings.data_dir),
+    "pki_key_algorithm": (_choice(*KEY_ALGORITHMS), "ecdsa-p256"),
+    "pki_ca_lifetime": (parse_duration, "3650d"),
+    "pki_leaf_lifetime": (parse_duration, "365d"),
+    "pki_renew_before": (parse_duration, "30d"),
+    "pki_store": (_path, "pki"),
+    "edge_cert_file": (_optional(_path), None),
+    "edge_key_file": (_optional(_path), None),
+    "edge_hsts_max_age": (_int(0, 10 * 365 * 86400), EdgeSettings.hsts_max_age),
+    "edge_failover": (_choice(*FAILOVER_ADVERT_INT), "default"),
+    "edge_vrrp_unicast": (_bool, False),
+    "edge_virtual_router_id": (_int(1, 255), EdgeSettings.virtual_router_id),
+    "edge_http_port": (_int(1, 65535), 80),
+    "edge_https_port": (_int(1, 65535), 443),
+}
+
+HOST_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
+    "address": (_ipv4, None),
+    "node_name": (_str("an RFC 1123 subdomain: lowercase letters, digits, '-' and '.'",
+                       is_rfc1123_subdomain), None),
+}
+
+REQUIRED = ("cluster_name", "vip", "node_network")
+KNOWN_KEYS = frozenset(CLUSTER_SETTINGS) | frozenset(HOST_SETTINGS)
+
+
+def is_foreign_key(key: str) -> bool:
+    """Keys that pyinfra or its connectors own; we neither read nor reject them."""
+    return key.startswith(_PYINFRA_PREFIXES)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _HostInput:
+    inventory_name: str
+    groups: tuple[str, ...]
+    data: Mapping[str, Any]
+
+
+def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
+    """Validate raw host data and build the model. Raises ModelErrors listing every problem."""
+    hosts = list(hosts)
+    errors: list[ModelError] = []
+
+    def err(key: str, found: object, accepted: str, host: str | None = None) -> None:
+        errors.append(ModelError(key, found, accepted, host))
+
+    # Unknown keys first: a typo would otherwise silently fall back to a default.
+    for h in hosts:
+        for key in sorted(h.data):
+            if key in KNOWN_KEYS or is_foreign_key(key):
+                continue
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            err(key, h.data[key], f"{hint}known settings are listed in metalseed.model", h.inventory_name)
+
+    masters = [h for h in hosts if "masters" in h.groups]
+    workers = [h for h in hosts if "workers" in h.groups]
+    for h in hosts:
+        if "masters" in h.groups and "workers" in h.groups:
+            err("groups", "masters and workers", "a host in exactly one of them", h.inventory_name)
+        elif "masters" not in h.groups and "workers" not in h.groups:
+            err("groups", list(h.groups), "the host in the 'masters' or the 'workers' group",
+                h.inventory_name)
+    if len(masters) % 2 == 0:
+        err("masters", len(masters),
+            "an odd number of masters (1 for a lab, 3 recommended, 5 for large clusters)")
+
+    # Cluster-wide settings: the same value on every host.
+    raw: dict[str, Any] = {}
+    reference = masters[0] if masters else (hosts[0] if hosts else None)
+    for key, (parse, default) in CLUSTER_SETTINGS.items():
+        value = reference.data.get(key, default) if reference else default
+        for h in hosts:
+            other = h.data.get(key, default)
+            if other != value:
+                err(key, other, f"the same value on every host (cluster-wide setting); "
+                    f"{reference.inventory_name if reference else '?'} has {value!r}",
+                    h.inventory_name)
+        if value is None and key in REQUIRED:
+            err(key, None, "a value: this setting is required (set it in group_data/all.py)")
+            continue
+        try:
+            raw[key] = parse(value)
+        except ValueError as e:
+            err(key, value, str(e))
+
+    nodes: list[Node] = []
+    for role, group in (("master", masters), ("worker", workers)):
+        for h in group:
+            name = h.data.get("node_name") or h.inventory_name
+            try:
+                name = HOST_SETTINGS["node_name"][0](name)
+            except ValueError as e:
+                err("node_name", name, str(e) + " (set node_name for this host)", h.inventory_name)
+                continue
+            addr_raw = h.data.get("address") or h.data.get("ssh_hostname") or h.inventory_name
+            try:
+                address = _ipv4(addr_raw)
+            except ValueError as e:
+                err("address", addr_raw, str(e) + " (set address or ssh_hostname)", h.inventory_name)
+                continue
+            nodes.append(Node(name=name, address=address, role=role, inventory_name=h.inventory_name))
+
+    _check_nodes(nodes, raw, err)
+    _check_networks(raw, err)
+    _check_ports(raw, err)
+
+    if errors:
+        raise errors[0] if len(errors) == 1 else ModelErrors(errors)
+
+    return Cluster(
+        name=raw["cluster_name"],
+        dns_domain=raw["dns_domain"],
+        masters=tuple(n for n in nodes if n.is_master),
+        workers=tuple(n for n in nodes if not n.is_master),
+        vip=raw["vip"],
+        vip_interface=raw["vip_interface"],
+        node_network=raw["node_network"],
+        pod_network=raw["pod_network"],
+        service_network=raw["service_network"],
+        apiserver_port=raw["apiserver_port"],
+        ingress_http_nodeport=raw["ingress_http_nodeport"],
+        ingress_https_nodeport=raw["ingress_https_nodeport"],
+        etcd=EtcdSettings(
+            client_port=raw["etcd_client_port"],
+            peer_port=raw["etcd_peer_port"],
+            metrics_port=raw["etcd_metrics_port"],
+            heartbeat_ms=raw["etcd_heartbeat_ms"],
+            election_ms=raw["etcd_election_ms"],
+            source=raw["etcd_source"],
+            tarball_url=raw["etcd_tarball_url"],
+            tarball_sha256=raw["etcd_tarball_sha256"],
+            data_dir=raw["etcd_data_dir"],
+        ),
+        pki=PKISettings(
+            key_algorithm=raw["pki_key_algorithm"],
+            ca_lifetime=raw["pki_ca_lifetime"],
+            leaf_lifetime=raw["pki_leaf_lifetime"],
+            renew_before=raw["pki_renew_before"],
+            store=raw["pki_store"],
+        ),
+        edge=EdgeSettings(
+            cert_file=raw["edge_cert_file"],
+            key_file=raw["edge_key_file"],
+            hsts_max_age=raw["edge_hsts_max_age"],
+            failover=raw["edge_failover"],
+            vrrp_unicast=raw["edge_vrrp_unicast"],
+            virtual_router_id=raw["edge_virtual_router_id"],
+            http_port=raw["edge_http_port"],
+            https_port=raw["edge_https_port"],
+        ),
+    )
+
+
+def _check_nodes(nodes: list[Node], raw: dict[str, Any], err: Callable[..., None]) -> None:
+    seen_names: dict[str, str] = {}
+    seen_addrs: dict[IPv4, str] = {}
+    net: Net4 | None = raw.get("node_network")
+    vip: IPv4 | None = raw.get("vip")
+    for n in nodes:
+        if n.name in seen_names:
+            err("node_name", n.name, f"a name no other host has (also used by {seen_names[n.name]})",
+                n.inventory_name)
+        seen_names.setdefault(n.name, n.inventory_name)
+        if n.address in seen_addrs:
+            err("address", str(n.address),
+                f"an address no other host has (also used by {seen_addrs[n.address]})",
+                n.inventory_name)
+        seen_addrs.setdefault(n.address, n.inventory_name)
+        if net is not None and n.address not in net:
+            err("address", str(n.address), f"an address inside node_network {net}", n.inventory_name)
+        elif net is not None and n.address in (net.network_address, net.broadcast_address):
+            err("address", str(n.address), f"a host address of {net}, not its network or broadcast",
+                n.inventory_name)
+    if vip is not None:
+        if net is not None and (vip not in net or vip in (net.network_address, net.broadcast_address)):
+            err("vip", str(vip), f"a free host address inside node_network {net}")
+        if vip in seen_addrs:
+            err("vip", str(vip), f"an address no host uses (it is {seen_addrs[vip]}'s address)")
+
+
+def _check_networks(raw: dict[str, Any], err: Callable[..., None]) -> None:
+    names = ("node_network", "pod_network", "service_network")
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            na, nb = raw.get(a), raw.get(b)
+            if na is not None and nb is not None and na.overlaps(nb):
+                err(b, str(nb), f"a network that does not overlap {a} {na}")
+    svc: Net4 | None = raw.get("service_network")
+    if svc is not None and svc.num_addresses < 16:
+        err("service_network", str(svc), "a network of at least 16 addresses (/28 or larger)")
+    pod: Net4 | None = raw.get("pod_network")
+    if pod is not None and pod.prefixlen > 22:
+        err("pod_network", str(pod), "a network of /22 or larger (flannel gives each node a /24)")
+
+
+def _check_ports(raw: dict[str, Any], err: Callable[..., None]) -> None:
+    if "ingress_http_nodeport" in raw and raw.get("ingress_http_nodeport") == raw.get(
+        "ingress_https_nodeport"
+    ):
+        err("ingress_https_nodeport", raw["ingress_https_nodeport"],
+            "a NodePort different from ingress_http_nodeport")
+    hb, el = raw.get("etcd_heartbeat_ms"), raw.get("etcd_election_ms")
+    if hb is not None and el is not None and el < 5 * hb:
+        err("etcd_election_ms", el, f"at least 5 x etcd_heartbeat_ms = {5 * hb} (etcd refuses less)")
+    etcd_ports = [raw.get(k) for k in ("etcd_client_port", "etcd_peer_port", "etcd_metrics_port")]
+    if None not in etcd_ports and len(set(etcd_ports)) != 3:
+        err("etcd_metrics_port", etcd_ports, "three different ports for client, peer and metrics")
+    if raw.get("etcd_source") == "tarball" and not (
+        raw.get("etcd_tarball_url") and raw.get("etcd_tarball_sha256")
+    ):
+        err("etcd_tarball_url", raw.get("etcd_tarball_url"),
+            "with etcd_source='tarball', both etcd_tarball_url and etcd_tarball_sha256")
+    if (raw.get("edge_cert_file") is None) != (raw.get("edge_key_file") is None):
+        err("edge_key_file", raw.get("edge_key_file"),
+            "edge_cert_file and edge_key_file together, or neither")
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points from pyinfra
+
+
+def cluster_from_inventory(inventory: Any) -> Cluster:
+    """Build the model from a ``pyinfra.api.Inventory`` (in deploys: ``host.inventory``).
+
+    The result is cached on the inventory object so that every deploy of a run shares one model.
+    """
+    cached = getattr(inventory, "_metalseed_cluster", None)
+    if isinstance(cached, Cluster):
+        return cached
+    hosts = []
+    for h in inventory:
+        data = {k: v for k, v in h.data.dict().items()}
+        hosts.append(_HostInput(h.name, tuple(h.groups), data))
+    cluster = build_cluster(hosts)
+    inventory._metalseed_cluster = cluster
+    return cluster
+
+
+def load_inventory(path: str | Path) -> Any:
+    """Load a pyinfra inventory file (with its ``group_data/``) as the pyinfra CLI does."""
+    from pyinfra.api import Config, State
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.inventory import make_inventory
+
+    p = Path(path)
+    if not p.is_file():
+        raise InventoryError(f"inventory file {str(p)!r} does not exist")
+    try:
+        # pyinfra executes inventory and group data files inside a state context.
+        with ctx_state.use(State(config=Config())):
+            return make_inventory(str(p), cwd=str(Path.cwd()))
+    except Exception as e:  # pyinfra raises CliError, TypeError, SyntaxError from user files
+        raise InventoryError(f"could not load inventory {str(p)!r}: {e}") from e
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    return cluster_from_inventory(load_inventory(path))
