@@ -91,6 +91,8 @@ class PKISettings:
 
 @dataclass(frozen=True)
 class EdgeSettings:
+    hostnames: tuple[str, ...] = ()
+    """DNS names (wildcards allowed) the generated edge certificate covers, beside the VIP."""
     cert_file: Path | None = None
     """The operator's own serving certificate (PEM chain); None to have metalseed issue one."""
     key_file: Path | None = None
@@ -177,6 +179,15 @@ def parse_duration(value: object) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def _fmt_duration(d: timedelta) -> str:
+    seconds = int(d.total_seconds())
+    for unit in ("y", "d", "h", "m"):
+        size = _DURATION_UNITS[unit]
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _str(accepted: str, check: Callable[[str], bool] = lambda s: bool(s)) -> Callable[[object], str]:
     def parse(value: object) -> str:
         if not isinstance(value, str) or not check(value):
@@ -242,6 +253,16 @@ def is_rfc1123_subdomain(name: str) -> bool:
     return 0 < len(name) <= 253 and all(is_rfc1123_label(p) for p in name.split("."))
 
 
+def _hostnames(value: object) -> tuple[str, ...]:
+    accepted = "a list of DNS names (RFC 1123; a leading '*.' allowed), such as ['*.apps.example.com']"
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError(accepted)
+    for name in value:
+        if not isinstance(name, str) or not is_rfc1123_subdomain(name.removeprefix("*.")):
+            raise ValueError(accepted)
+    return tuple(value)
+
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
@@ -275,6 +296,7 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "pki_leaf_lifetime": (parse_duration, "365d"),
     "pki_renew_before": (parse_duration, "30d"),
     "pki_store": (_path, "pki"),
+    "edge_hostnames": (_hostnames, ()),
     "edge_cert_file": (_optional(_path), None),
     "edge_key_file": (_optional(_path), None),
     "edge_hsts_max_age": (_int(0, 10 * 365 * 86400), EdgeSettings.hsts_max_age),
@@ -414,6 +436,7 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             store=raw["pki_store"],
         ),
         edge=EdgeSettings(
+            hostnames=raw["edge_hostnames"],
             cert_file=raw["edge_cert_file"],
             key_file=raw["edge_key_file"],
             hsts_max_age=raw["edge_hsts_max_age"],
@@ -485,6 +508,15 @@ def _check_ports(raw: dict[str, Any], err: Callable[..., None]) -> None:
     ):
         err("etcd_tarball_url", raw.get("etcd_tarball_url"),
             "with etcd_source='tarball', both etcd_tarball_url and etcd_tarball_sha256")
+    leaf, window = raw.get("pki_leaf_lifetime"), raw.get("pki_renew_before")
+    if leaf is not None and window is not None and window >= leaf:
+        err("pki_renew_before", _fmt_duration(window),
+            f"a window shorter than pki_leaf_lifetime {_fmt_duration(leaf)} (otherwise every "
+            "certificate is due the moment it is issued)")
+    ca = raw.get("pki_ca_lifetime")
+    if leaf is not None and ca is not None and leaf > ca:
+        err("pki_leaf_lifetime", _fmt_duration(leaf),
+            f"a lifetime no longer than pki_ca_lifetime {_fmt_duration(ca)}")
     if (raw.get("edge_cert_file") is None) != (raw.get("edge_key_file") is None):
         err("edge_key_file", raw.get("edge_key_file"),
             "edge_cert_file and edge_key_file together, or neither")

@@ -1,0 +1,104 @@
+"""``metalseed pki init|show`` and ``metalseed certs check``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from typing import Any
+
+from metalseed.model import load_cluster
+from metalseed.pki.issue import init_pki, store_for, utcnow
+from metalseed.pki.plan import BAD_FOR_CHECK, EXPIRED, INVALID, MISSING, OK, Status, inspect
+
+
+def register(sub: Any) -> None:
+    pki = sub.add_parser("pki", help="generate and inspect the cluster PKI in the local store")
+    psub = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
+
+    p = psub.add_parser("init", help="generate or converge pki/<cluster>/ (idempotent)")
+    p.add_argument("inventory", help="pyinfra inventory file, e.g. inventory/lab.py")
+    p.add_argument("--reissue", action="append", default=[], metavar="ID",
+                   help="re-issue this leaf even if valid (store id, e.g. etcd/m1/server)")
+    p.set_defaults(func=cmd_init)
+
+    p = psub.add_parser("show", help="table of every certificate in the store")
+    p.add_argument("inventory")
+    p.set_defaults(func=cmd_show)
+
+    certs = sub.add_parser("certs", help="certificate expiry checks")
+    csub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    p = csub.add_parser("check", help="exit 1 if any certificate is expired, due or invalid")
+    p.add_argument("inventory")
+    p.set_defaults(func=cmd_show)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.inventory)
+    known = {s.id for _, s in inspect(cluster, store_for(cluster), utcnow()).leaves}
+    unknown = sorted(set(args.reissue) - known)
+    if unknown:
+        print(f"metalseed: error: --reissue: unknown id(s) {unknown}; known: {sorted(known)}",
+              file=sys.stderr)
+        return 2
+    report = init_pki(cluster, progress=lambda m: print(m, file=sys.stderr),
+                      force=frozenset(args.reissue))
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    root = store_for(cluster).root
+    if report.changed:
+        print(f"{root}: {len(report.actions)} change(s)")
+    else:
+        print(f"{root}: up to date, nothing changed")
+    return 0
+
+
+def _colour(state: str, text: str) -> str:
+    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+        return text
+    code = {OK: "32", EXPIRED: "1;31", INVALID: "1;31", MISSING: "33"}.get(state, "1;33")
+    return f"\033[{code}m{text}\033[0m"
+
+
+def format_table(statuses: list[Status], now: dt.datetime) -> str:
+    rows = [("ID", "SUBJECT", "ISSUER", "SANS", "NOT AFTER", "DAYS LEFT", "STATUS")]
+    states = []
+    for s in statuses:
+        info = s.info
+        days = s.days_left(now)
+        rows.append((
+            s.id,
+            info.subject if info else "-",
+            info.issuer if info else "-",
+            ",".join(info.sans()) if info and info.sans() else "-",
+            info.not_after.strftime("%Y-%m-%d %H:%M") if info else "-",
+            f"{days:.1f}" if days is not None else "-",
+            s.state + (f": {s.detail}" if s.detail and s.state != OK else ""),
+        ))
+        states.append(s.state)
+    widths = [min(max(len(r[i]) for r in rows), 48) for i in range(6)]
+    lines = []
+    for i, r in enumerate(rows):
+        cells = [c if len(c) <= widths[j] else c[: widths[j] - 1] + "…"
+                 for j, c in enumerate(r[:6])]
+        line = "  ".join(c.ljust(widths[j]) for j, c in enumerate(cells)) + "  "
+        last = r[6]
+        lines.append(line + (last if i == 0 else _colour(states[i - 1], last)))
+    return "\n".join(lines)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.inventory)
+    now = utcnow()
+    store = store_for(cluster)
+    statuses = inspect(cluster, store, now).all()
+    print(f"PKI store {store.root} (cluster {cluster.name}), {now:%Y-%m-%d %H:%M} UTC")
+    print(format_table(statuses, now))
+    bad = [s for s in statuses if s.state in BAD_FOR_CHECK]
+    if bad:
+        print(f"\n{len(bad)} of {len(statuses)} need attention: run `metalseed pki init "
+              f"{args.inventory}` (leaves) or rotate (CAs).")
+        return 1
+    print(f"\nall {len(statuses)} valid")
+    return 0

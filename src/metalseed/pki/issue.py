@@ -1,0 +1,123 @@
+"""``pki init``: bring the store in line with the model, idempotently.
+
+Keeps valid material; issues what is missing; re-issues leaves that are due, expired, or whose
+subject, SANs, usages or key algorithm no longer match the model. Never replaces a CA silently and
+never uses invalid material.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from metalseed.errors import CAReplacementRefused, PKIIntegrityError
+from metalseed.model import Cluster
+from metalseed.pki import kubeconfig
+from metalseed.pki import x509 as px
+from metalseed.pki.plan import INVALID, MISSING, NEEDS_ISSUE, OK, Inventory, Status, inspect
+from metalseed.pki.profiles import SERVICE_ACCOUNT_KEY, ca_specs
+from metalseed.pki.store import Store
+
+
+@dataclass
+class Action:
+    id: str
+    what: str  # "created" | "issued" | "re-issued" | "written"
+    reason: str
+
+
+@dataclass
+class InitReport:
+    actions: list[Action] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def store_for(cluster: Cluster) -> Store:
+    return Store(cluster.pki_dir)
+
+
+def init_pki(cluster: Cluster, now: dt.datetime | None = None,
+             progress: Callable[[str], None] | None = None,
+             force: frozenset[str] = frozenset()) -> InitReport:
+    """Converge ``pki/<cluster>/``. ``force`` names leaf ids to re-issue even if valid."""
+    now = now or utcnow()
+    store = store_for(cluster)
+    inv = inspect(cluster, store, now)
+    report = InitReport()
+    say = progress or (lambda _msg: None)
+
+    _refuse_invalid(inv)
+
+    algorithm = cluster.pki.key_algorithm
+    for spec in ca_specs(cluster):
+        status = inv.cas[spec.id]
+        if status.state == MISSING:
+            leftovers = [s.id for ls, s in inv.leaves if ls.ca == spec.id and s.state != MISSING]
+            if leftovers:
+                raise CAReplacementRefused(
+                    f"CA {spec.id} is missing from {store.root} but certificates it signed are "
+                    f"there ({', '.join(leftovers[:3])}...). Restore {spec.id}.crt/.key from "
+                    "backup; metalseed does not replace a CA silently."
+                )
+            key = px.generate_key(algorithm)
+            cert = px.issue_ca(spec, key, now)
+            store.write_pair(spec.id, px.cert_pem(cert), px.key_pem(key))
+            inv.cas[spec.id] = Status(spec.id, "ca", OK, cert=cert, key=key,
+                                      info=px.describe(cert))
+            report.actions.append(Action(spec.id, "created", "no CA yet"))
+            say(f"created CA {spec.id}")
+        elif status.state != OK:
+            msg = (f"CA {spec.id} is {status.state} ({status.detail}); it is kept. Rotate it with "
+                   "the CA phases of deploys/rotate-certs.py")
+            if status.state == "expired":
+                raise CAReplacementRefused(msg)
+            report.warnings.append(msg)
+
+    if inv.sa.state == MISSING:
+        key = px.generate_key(algorithm)
+        store.write(store.key_path(SERVICE_ACCOUNT_KEY), px.key_pem(key), secret=True)
+        store.write(store.root / f"{SERVICE_ACCOUNT_KEY}.pub", px.public_pem(key), secret=False)
+        report.actions.append(Action(SERVICE_ACCOUNT_KEY, "created", "no service-account key yet"))
+
+    for spec, status in inv.leaves:
+        if status.state not in NEEDS_ISSUE and spec.id not in force:
+            cert, key = status.cert, status.key
+        else:
+            ca = inv.cas[spec.ca]
+            assert ca.cert is not None and ca.key is not None
+            key = px.generate_key(algorithm)
+            cert = px.issue_leaf(spec, key, ca.cert, ca.key, cluster.pki.leaf_lifetime, now)
+            store.write_pair(spec.id, px.cert_pem(cert), px.key_pem(key))
+            what = "issued" if status.state == MISSING else "re-issued"
+            reason = status.detail if spec.id not in force else "asked for"
+            report.actions.append(Action(spec.id, what, reason))
+            say(f"{what} {spec.id}: {reason}")
+        if spec.kubeconfig and cert is not None and key is not None:
+            ca_cert = inv.cas[spec.ca].cert
+            assert ca_cert is not None and spec.kubeconfig_server is not None
+            text = kubeconfig.render(cluster.name, spec.kubeconfig_server, spec.common_name,
+                                     px.cert_pem(ca_cert), px.cert_pem(cert), px.key_pem(key))
+            path = store.root / "kubeconfig" / f"{spec.kubeconfig}.conf"
+            if store.write(path, text, secret=True):
+                report.actions.append(Action(f"kubeconfig/{spec.kubeconfig}.conf", "written",
+                                             "certificate changed"))
+    return report
+
+
+def _refuse_invalid(inv: Inventory) -> None:
+    bad = [s for s in inv.all() if s.state == INVALID]
+    if bad:
+        lines = "\n".join(f"  - {s.id}: {s.detail}" for s in bad)
+        raise PKIIntegrityError(
+            f"{len(bad)} item(s) in the PKI store are invalid and will not be used:\n{lines}\n"
+            "Restore them from backup, or delete a leaf's .crt and .key to have it re-issued."
+        )

@@ -1,0 +1,28 @@
+"""Kubeconfig rendering (pure)."""
+
+from __future__ import annotations
+
+import base64
+
+import yaml
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def render(cluster_name: str, server: str, user: str, ca_pem: bytes, cert_pem: bytes,
+           key_pem: bytes) -> bytes:
+    context = f"{user}@{cluster_name}"
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster_name, "cluster": {
+            "server": server, "certificate-authority-data": _b64(ca_pem)}}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": _b64(cert_pem), "client-key-data": _b64(key_pem)}}],
+        "contexts": [{"name": context, "context": {"cluster": cluster_name, "user": user}}],
+        "current-context": context,
+        "preferences": {},
+    }
+    return yaml.safe_dump(doc, sort_keys=False).encode()

@@ -1,0 +1,164 @@
+"""Inspection and renewal planning: what is in the store, and what must be (re)issued.
+
+A leaf is *due* when it expires within ``pki_renew_before`` or has used up ``renew_fraction`` of its
+lifetime. Material that is corrupt, whose key does not match, or that its CA did not sign is
+*invalid*: it is reported and never used or silently replaced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from metalseed.model import Cluster, PKISettings
+from metalseed.pki import x509 as px
+from metalseed.pki.profiles import SERVICE_ACCOUNT_KEY, CASpec, LeafSpec, ca_specs, leaf_specs
+from metalseed.pki.store import Store
+
+OK = "ok"
+MISSING = "missing"
+DUE = "due"
+EXPIRED = "expired"
+MISMATCH = "mismatch"
+INVALID = "invalid"
+EXTERNAL = "external"
+
+NEEDS_ISSUE = frozenset({MISSING, DUE, EXPIRED, MISMATCH})
+BAD_FOR_CHECK = frozenset({MISSING, DUE, EXPIRED, MISMATCH, INVALID})
+
+
+@dataclass
+class Status:
+    id: str
+    kind: str  # "ca" | "leaf" | "key"
+    state: str
+    detail: str = ""
+    info: px.CertInfo | None = None
+    cert: x509.Certificate | None = None
+    key: px.PrivateKey | None = None
+
+    def days_left(self, now: dt.datetime) -> float | None:
+        if self.info is None:
+            return None
+        return (self.info.not_after - now).total_seconds() / 86400
+
+
+def is_due(info: px.CertInfo, settings: PKISettings, now: dt.datetime) -> str | None:
+    """The reason a certificate is due for renewal, or None."""
+    remaining = info.not_after - now
+    if remaining <= dt.timedelta(0):
+        return "expired"
+    if remaining < settings.renew_before:
+        return f"expires within the renewal window ({settings.renew_before})"
+    elapsed = now - info.not_before
+    if elapsed > info.lifetime * settings.renew_fraction:
+        return f"past {settings.renew_fraction:.0%} of its lifetime"
+    return None
+
+
+def _load(store: Store, id: str) -> tuple[x509.Certificate | None, px.PrivateKey | None, str]:
+    """(cert, key, problem). Both None and no problem means: not there at all."""
+    cert_data, key_data = store.read_pair(id)
+    if cert_data is None and key_data is None:
+        return None, None, ""
+    if cert_data is None:
+        return None, None, f"{store.cert_path(id)} is missing but its key is there"
+    if key_data is None:
+        return None, None, f"{store.key_path(id)} is missing but its certificate is there"
+    try:
+        cert = px.load_cert(cert_data)
+    except ValueError as e:
+        return None, None, f"{store.cert_path(id)} is not a PEM certificate ({e})"
+    try:
+        key = px.load_key(key_data)
+    except (ValueError, TypeError) as e:
+        return None, None, f"{store.key_path(id)} is not an unencrypted PEM private key ({e})"
+    if not px.key_matches(cert, key):
+        return None, None, f"{store.key_path(id)} does not match {store.cert_path(id)}"
+    return cert, key, ""
+
+
+def inspect_ca(spec: CASpec, store: Store, settings: PKISettings, now: dt.datetime) -> Status:
+    cert, key, problem = _load(store, spec.id)
+    if problem:
+        return Status(spec.id, "ca", INVALID, problem)
+    if cert is None or key is None:
+        return Status(spec.id, "ca", MISSING, "not issued yet")
+    info = px.describe(cert)
+    if not info.is_ca or not px.signed_by(cert, cert):
+        return Status(spec.id, "ca", INVALID, "not a self-signed CA certificate", info)
+    reason = is_due(info, settings, now)
+    state = EXPIRED if reason == "expired" else DUE if reason else OK
+    return Status(spec.id, "ca", state, reason or "", info, cert, key)
+
+
+def inspect_leaf(spec: LeafSpec, store: Store, ca: Status, settings: PKISettings,
+                 now: dt.datetime) -> Status:
+    cert, key, problem = _load(store, spec.id)
+    if problem:
+        return Status(spec.id, "leaf", INVALID, problem)
+    if cert is None or key is None:
+        return Status(spec.id, "leaf", MISSING, "not issued yet")
+    info = px.describe(cert)
+    if ca.cert is not None and not px.signed_by(cert, ca.cert):
+        return Status(spec.id, "leaf", INVALID, f"not signed by the CA in {spec.ca}.crt", info)
+    differs = _differences(spec, info, settings)
+    if differs:
+        return Status(spec.id, "leaf", MISMATCH, "; ".join(differs), info, cert, key)
+    reason = is_due(info, settings, now)
+    state = EXPIRED if reason == "expired" else DUE if reason else OK
+    return Status(spec.id, "leaf", state, reason or "", info, cert, key)
+
+
+def _differences(spec: LeafSpec, info: px.CertInfo, settings: PKISettings) -> list[str]:
+    out = []
+    if info.common_name != spec.common_name or info.organizations != spec.organizations:
+        out.append(f"subject is {info.subject}")
+    if set(info.dns_names) != set(spec.dns_names) or set(info.ip_addresses) != set(
+        spec.ip_addresses
+    ):
+        want = sorted([*spec.dns_names, *(str(a) for a in spec.ip_addresses)])
+        out.append(f"SANs {sorted(info.sans())} should be {want}")
+    if info.usages != spec.usages:
+        out.append(f"usages {sorted(info.usages)} should be {sorted(spec.usages)}")
+    if info.key_algorithm != settings.key_algorithm:
+        out.append(f"key is {info.key_algorithm}, the model says {settings.key_algorithm}")
+    return out
+
+
+def inspect_sa_key(store: Store) -> Status:
+    key_data = store.read(store.key_path(SERVICE_ACCOUNT_KEY))
+    pub_data = store.read(store.root / f"{SERVICE_ACCOUNT_KEY}.pub")
+    if key_data is None and pub_data is None:
+        return Status(SERVICE_ACCOUNT_KEY, "key", MISSING, "not generated yet")
+    if key_data is None or pub_data is None:
+        return Status(SERVICE_ACCOUNT_KEY, "key", INVALID, "sa.key or sa.pub is missing")
+    try:
+        key = px.load_key(key_data)
+    except (ValueError, TypeError) as e:
+        return Status(SERVICE_ACCOUNT_KEY, "key", INVALID, f"sa.key is unreadable ({e})")
+    if px.public_pem(key) != pub_data:
+        return Status(SERVICE_ACCOUNT_KEY, "key", INVALID, "sa.pub does not match sa.key")
+    return Status(SERVICE_ACCOUNT_KEY, "key", OK, key=key)
+
+
+@dataclass
+class Inventory:
+    """Everything the store holds for a cluster, inspected against the model."""
+
+    cas: dict[str, Status]
+    leaves: list[tuple[LeafSpec, Status]]
+    sa: Status
+
+    def all(self) -> list[Status]:
+        return [*self.cas.values(), *(s for _, s in self.leaves), self.sa]
+
+
+def inspect(cluster: Cluster, store: Store, now: dt.datetime) -> Inventory:
+    settings = cluster.pki
+    cas = {spec.id: inspect_ca(spec, store, settings, now) for spec in ca_specs(cluster)}
+    leaves = [(spec, inspect_leaf(spec, store, cas[spec.ca], settings, now))
+              for spec in leaf_specs(cluster)]
+    return Inventory(cas, leaves, inspect_sa_key(store))

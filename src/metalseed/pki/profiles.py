@@ -1,0 +1,123 @@
+"""Certificate profiles: which CAs and leaves a cluster needs, as pure data from the model.
+
+Store paths follow /etc/kubernetes/pki: ``ca``, ``front-proxy-ca``, ``etcd/ca`` and so on; each id
+below is the path of the ``.crt``/``.key`` pair without its suffix. Per-member etcd material lives
+under ``etcd/<member>/`` and kubelet client certificates under ``kubelet/<node>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from ipaddress import IPv4Address
+
+from metalseed.model import Cluster
+
+SERVER = "server"
+CLIENT = "client"
+
+
+@dataclass(frozen=True)
+class CASpec:
+    id: str
+    common_name: str
+    lifetime: timedelta
+
+
+@dataclass(frozen=True)
+class LeafSpec:
+    id: str
+    ca: str
+    common_name: str
+    organizations: tuple[str, ...] = ()
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[IPv4Address, ...] = ()
+    usages: frozenset[str] = frozenset({CLIENT})
+    hosts: tuple[str, ...] = ()
+    """Node names that receive this certificate (empty: stays on the operator's machine)."""
+    kubeconfig: str | None = None
+    """If set, a kubeconfig of this name is rendered around the certificate."""
+    kubeconfig_server: str | None = None
+
+
+CLUSTER_CA = "ca"
+ETCD_CA = "etcd/ca"
+FRONT_PROXY_CA = "front-proxy-ca"
+EDGE_CA = "edge/ca"
+SERVICE_ACCOUNT_KEY = "sa"
+
+
+def ca_specs(cluster: Cluster) -> list[CASpec]:
+    life = cluster.pki.ca_lifetime
+    name = cluster.name
+    return [
+        CASpec(CLUSTER_CA, f"{name}-kubernetes-ca", life),
+        CASpec(ETCD_CA, f"{name}-etcd-ca", life),
+        CASpec(FRONT_PROXY_CA, f"{name}-front-proxy-ca", life),
+        CASpec(EDGE_CA, f"{name}-edge-ca", life),
+    ]
+
+
+def etcd_member_ids(member: str) -> tuple[str, str]:
+    """Store ids of a member's (server, peer) certificates."""
+    return f"etcd/{member}/server", f"etcd/{member}/peer"
+
+
+def leaf_specs(cluster: Cluster) -> list[LeafSpec]:
+    """Every leaf certificate of the cluster, in a stable order."""
+    masters = tuple(m.name for m in cluster.masters)
+    local = ("localhost",)
+    loopback = (IPv4Address("127.0.0.1"),)
+    specs: list[LeafSpec] = []
+
+    for m in cluster.masters:
+        server_id, peer_id = etcd_member_ids(m.name)
+        sans = {"dns_names": (m.name, *local), "ip_addresses": (m.address, *loopback)}
+        specs.append(LeafSpec(server_id, ETCD_CA, m.name, usages=frozenset({SERVER, CLIENT}),
+                              hosts=(m.name,), **sans))  # type: ignore[arg-type]
+        specs.append(LeafSpec(peer_id, ETCD_CA, m.name, usages=frozenset({SERVER, CLIENT}),
+                              hosts=(m.name,), **sans))  # type: ignore[arg-type]
+
+    specs.append(LeafSpec("etcd/healthcheck-client", ETCD_CA, "kube-etcd-healthcheck-client",
+                          hosts=masters))
+    specs.append(LeafSpec("apiserver-etcd-client", ETCD_CA, "kube-apiserver-etcd-client",
+                          hosts=masters))
+
+    domain = cluster.dns_domain
+    specs.append(LeafSpec(
+        "apiserver", CLUSTER_CA, "kube-apiserver",
+        dns_names=(*(m.name for m in cluster.masters), "kubernetes", "kubernetes.default",
+                   "kubernetes.default.svc", f"kubernetes.default.svc.{domain}"),
+        ip_addresses=_unique((cluster.vip, *(m.address for m in cluster.masters),
+                              cluster.first_service_address)),
+        usages=frozenset({SERVER}), hosts=masters,
+    ))
+    specs.append(LeafSpec("apiserver-kubelet-client", CLUSTER_CA, "kube-apiserver-kubelet-client",
+                          organizations=("system:masters",), hosts=masters))
+    specs.append(LeafSpec("front-proxy-client", FRONT_PROXY_CA, "front-proxy-client",
+                          hosts=masters))
+
+    vip_url = f"https://{cluster.vip}:{cluster.apiserver_port}"
+    local_url = f"https://127.0.0.1:{cluster.apiserver_port}"
+    specs.append(LeafSpec("kubeconfig/admin", CLUSTER_CA, "kubernetes-admin",
+                          organizations=("system:masters",), kubeconfig="admin",
+                          kubeconfig_server=vip_url))
+    specs.append(LeafSpec("kubeconfig/controller-manager", CLUSTER_CA,
+                          "system:kube-controller-manager", hosts=masters,
+                          kubeconfig="controller-manager", kubeconfig_server=local_url))
+    specs.append(LeafSpec("kubeconfig/scheduler", CLUSTER_CA, "system:kube-scheduler",
+                          hosts=masters, kubeconfig="scheduler", kubeconfig_server=local_url))
+
+    for n in cluster.nodes:
+        specs.append(LeafSpec(f"kubelet/{n.name}", CLUSTER_CA, f"system:node:{n.name}",
+                              organizations=("system:nodes",), hosts=(n.name,)))
+
+    if cluster.edge.cert_file is None:
+        specs.append(LeafSpec("edge/server", EDGE_CA, f"{cluster.name}-edge",
+                              dns_names=cluster.edge.hostnames, ip_addresses=(cluster.vip,),
+                              usages=frozenset({SERVER}), hosts=masters))
+    return specs
+
+
+def _unique(addresses: tuple[IPv4Address, ...]) -> tuple[IPv4Address, ...]:
+    return tuple(dict.fromkeys(addresses))
