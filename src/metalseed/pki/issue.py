@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from metalseed.errors import CAReplacementRefused, PKIIntegrityError
 from metalseed.model import Cluster
 from metalseed.pki import kubeconfig
@@ -58,40 +60,40 @@ def init_pki(cluster: Cluster, now: dt.datetime | None = None,
     _refuse_invalid(inv)
 
     algorithm = cluster.pki.key_algorithm
-    for spec in ca_specs(cluster):
-        status = inv.cas[spec.id]
+    for ca_spec in ca_specs(cluster):
+        status = inv.cas[ca_spec.id]
         if status.state == MISSING:
-            leftovers = [s.id for ls, s in inv.leaves if ls.ca == spec.id and s.state != MISSING]
+            leftovers = [s.id for ls, s in inv.leaves if ls.ca == ca_spec.id and s.state != MISSING]
             if leftovers:
                 raise CAReplacementRefused(
-                    f"CA {spec.id} is missing from {store.root} but certificates it signed are "
-                    f"there ({', '.join(leftovers[:3])}...). Restore {spec.id}.crt/.key from "
+                    f"CA {ca_spec.id} is missing from {store.root} but certificates it signed are "
+                    f"there ({', '.join(leftovers[:3])}...). Restore {ca_spec.id}.crt/.key from "
                     "backup; metalseed does not replace a CA silently."
                 )
-            key = px.generate_key(algorithm)
-            cert = px.issue_ca(spec, key, now)
-            store.write_pair(spec.id, px.cert_pem(cert), px.key_pem(key))
-            inv.cas[spec.id] = Status(spec.id, "ca", OK, cert=cert, key=key,
-                                      info=px.describe(cert))
-            report.actions.append(Action(spec.id, "created", "no CA yet"))
-            say(f"created CA {spec.id}")
+            ca_key = px.generate_key(algorithm)
+            ca_cert = px.issue_ca(ca_spec, ca_key, now)
+            store.write_pair(ca_spec.id, px.cert_pem(ca_cert), px.key_pem(ca_key))
+            inv.cas[ca_spec.id] = Status(ca_spec.id, "ca", OK, cert=ca_cert, key=ca_key,
+                                         info=px.describe(ca_cert))
+            report.actions.append(Action(ca_spec.id, "created", "no CA yet"))
+            say(f"created CA {ca_spec.id}")
         elif status.state != OK:
-            msg = (f"CA {spec.id} is {status.state} ({status.detail}); it is kept. Rotate it with "
+            msg = (f"CA {ca_spec.id} is {status.state} ({status.detail}); it is kept. Rotate it with "
                    "the CA phases of deploys/rotate-certs.py")
             if status.state == "expired":
                 raise CAReplacementRefused(msg)
             report.warnings.append(msg)
 
     if inv.sa.state == MISSING:
-        key = px.generate_key(algorithm)
-        store.write(store.key_path(SERVICE_ACCOUNT_KEY), px.key_pem(key), secret=True)
-        store.write(store.root / f"{SERVICE_ACCOUNT_KEY}.pub", px.public_pem(key), secret=False)
+        sa_key = px.generate_key(algorithm)
+        store.write(store.key_path(SERVICE_ACCOUNT_KEY), px.key_pem(sa_key), secret=True)
+        store.write(store.root / f"{SERVICE_ACCOUNT_KEY}.pub", px.public_pem(sa_key), secret=False)
         report.actions.append(Action(SERVICE_ACCOUNT_KEY, "created", "no service-account key yet"))
 
     for spec, status in inv.leaves:
-        if status.state not in NEEDS_ISSUE and spec.id not in force:
-            cert, key = status.cert, status.key
-        else:
+        cert: x509.Certificate | None = status.cert
+        key: px.PrivateKey | None = status.key
+        if status.state in NEEDS_ISSUE or spec.id in force:
             ca = inv.cas[spec.ca]
             assert ca.cert is not None and ca.key is not None
             key = px.generate_key(algorithm)
@@ -102,10 +104,10 @@ def init_pki(cluster: Cluster, now: dt.datetime | None = None,
             report.actions.append(Action(spec.id, what, reason))
             say(f"{what} {spec.id}: {reason}")
         if spec.kubeconfig and cert is not None and key is not None:
-            ca_cert = inv.cas[spec.ca].cert
-            assert ca_cert is not None and spec.kubeconfig_server is not None
+            signer = inv.cas[spec.ca].cert
+            assert signer is not None and spec.kubeconfig_server is not None
             text = kubeconfig.render(cluster.name, spec.kubeconfig_server, spec.common_name,
-                                     px.cert_pem(ca_cert), px.cert_pem(cert), px.key_pem(key))
+                                     px.cert_pem(signer), px.cert_pem(cert), px.key_pem(key))
             path = store.root / "kubeconfig" / f"{spec.kubeconfig}.conf"
             if store.write(path, text, secret=True):
                 report.actions.append(Action(f"kubeconfig/{spec.kubeconfig}.conf", "written",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -20,8 +20,13 @@ from metalseed.pki.profiles import CLIENT, SERVER, CASpec, LeafSpec
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
-# Issued certificates start a little in the past so a host whose clock lags a bit accepts them.
-BACKDATE = dt.timedelta(minutes=5)
+# Issued certificates start a little in the past so a host whose clock lags a bit accepts them;
+# at most a tenth of the lifetime, so that minute-long test certificates are not born half-used.
+MAX_BACKDATE = dt.timedelta(minutes=5)
+
+
+def backdate(lifetime: dt.timedelta) -> dt.timedelta:
+    return min(MAX_BACKDATE, lifetime / 10)
 
 
 def generate_key(algorithm: str) -> PrivateKey:
@@ -85,7 +90,7 @@ def issue_ca(spec: CASpec, key: PrivateKey, now: dt.datetime) -> x509.Certificat
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
+        .not_valid_before(now - backdate(spec.lifetime))
         .not_valid_after(now + spec.lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
@@ -117,7 +122,7 @@ def issue_leaf(spec: LeafSpec, key: PrivateKey, ca_cert: x509.Certificate, ca_ke
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
+        .not_valid_before(now - backdate(lifetime))
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
@@ -167,8 +172,8 @@ def describe(cert: x509.Certificate) -> CertInfo:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns = tuple(san.get_values_for_type(x509.DNSName))
-        ips = tuple(IPv4Address(str(a)) for a in san.get_values_for_type(x509.IPAddress)
-                    if ip_address(a).version == 4)
+        ips = tuple(a for a in san.get_values_for_type(x509.IPAddress)
+                    if isinstance(a, IPv4Address))
     except x509.ExtensionNotFound:
         pass
     try:

@@ -1,0 +1,231 @@
+"""The cluster model: every validation rejects bad input with a message naming field and host."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metalseed.errors import InventoryError, ModelError, ModelErrors
+from metalseed.model import _HostInput, build_cluster, load_cluster, parse_duration
+
+BASE = {"cluster_name": "prod", "node_network": "10.20.0.0/24", "vip": "10.20.0.10"}
+
+
+def hosts(masters: int = 3, workers: int = 2, common: dict[str, Any] | None = None,
+          per_host: dict[str, dict[str, Any]] | None = None) -> list[_HostInput]:
+    data = {**BASE, **(common or {})}
+    out = []
+    for i in range(1, masters + 1):
+        name = f"m{i}"
+        out.append(_HostInput(name, ("masters", "all"),
+                              {**data, "ssh_hostname": f"10.20.0.{10 + i}",
+                               **(per_host or {}).get(name, {})}))
+    for i in range(1, workers + 1):
+        name = f"w{i}"
+        out.append(_HostInput(name, ("workers", "all"),
+                              {**data, "ssh_hostname": f"10.20.0.{20 + i}",
+                               **(per_host or {}).get(name, {})}))
+    return out
+
+
+def errors_of(exc: ModelError) -> list[ModelError]:
+    return exc.errors if isinstance(exc, ModelErrors) else [exc]
+
+
+def rejects(field: str, host: str | None = None, **kw: Any) -> ModelError:
+    with pytest.raises(ModelError) as info:
+        build_cluster(hosts(**kw))
+    errs = errors_of(info.value)
+    matching = [e for e in errs if e.field == field and (host is None or e.host == host)]
+    assert matching, f"expected an error on {field} (host {host}); got: {info.value}"
+    return matching[0]
+
+
+def test_valid_cluster_has_defaults_and_derived_values() -> None:
+    c = build_cluster(hosts())
+    assert [m.name for m in c.masters] == ["m1", "m2", "m3"]
+    assert [w.address for w in c.workers] == [IPv4Address("10.20.0.21"), IPv4Address("10.20.0.22")]
+    assert c.first_service_address == IPv4Address("10.96.0.1")
+    assert c.pki.key_algorithm == "ecdsa-p256"
+    assert c.etcd_initial_cluster() == (
+        "m1=https://10.20.0.11:2380,m2=https://10.20.0.12:2380,m3=https://10.20.0.13:2380")
+    assert c.edge.advert_int == 1.0
+
+
+def test_single_master_lab_is_allowed() -> None:
+    assert len(build_cluster(hosts(masters=1, workers=0)).masters) == 1
+
+
+@pytest.mark.parametrize("count", [0, 2, 4])
+def test_even_master_count_is_rejected(count: int) -> None:
+    e = rejects("masters", masters=count)
+    assert e.found == count and "odd" in e.accepted
+
+
+def test_vip_outside_node_network() -> None:
+    e = rejects("vip", common={"vip": "10.30.0.10"})
+    assert "10.20.0.0/24" in e.accepted
+
+
+def test_vip_equal_to_a_host_address() -> None:
+    e = rejects("vip", common={"vip": "10.20.0.12"})
+    assert "m2" in e.accepted
+
+
+@pytest.mark.parametrize("key,value,other", [
+    ("pod_network", "10.20.0.0/16", "node_network"),
+    ("service_network", "10.244.128.0/20", "pod_network"),
+    ("service_network", "10.20.0.0/28", "node_network"),
+])
+def test_overlapping_networks(key: str, value: str, other: str) -> None:
+    e = rejects(key, common={key: value})
+    assert other in e.accepted
+
+
+def test_duplicate_addresses_name_both_hosts() -> None:
+    e = rejects("address", host="w2", per_host={"w2": {"ssh_hostname": "10.20.0.21"}})
+    assert "w1" in e.accepted
+
+
+def test_duplicate_node_names() -> None:
+    e = rejects("node_name", host="w2", per_host={"w2": {"node_name": "w1"}})
+    assert "w1" in e.accepted
+
+
+@pytest.mark.parametrize("name", ["Master_1", "-m1", "m1-", "a" * 64, "UPPER"])
+def test_names_that_are_not_rfc1123(name: str) -> None:
+    e = rejects("node_name", host="m1", per_host={"m1": {"node_name": name}})
+    assert "RFC 1123" in e.accepted
+
+
+def test_cluster_name_must_be_a_label() -> None:
+    rejects("cluster_name", common={"cluster_name": "prod.example"})
+
+
+@pytest.mark.parametrize("port", [80, 29999, 32768, 65535])
+def test_nodeport_outside_range(port: int) -> None:
+    e = rejects("ingress_http_nodeport", common={"ingress_http_nodeport": port})
+    assert "30000" in e.accepted and "32767" in e.accepted
+
+
+def test_nodeports_must_differ() -> None:
+    rejects("ingress_https_nodeport", common={"ingress_https_nodeport": 30080})
+
+
+def test_unknown_key_suggests_the_right_one() -> None:
+    e = rejects("node_netwrok", host="m1", per_host={"m1": {"node_netwrok": "10.0.0.0/24"}})
+    assert "node_network" in e.accepted
+
+
+def test_pyinfra_keys_are_not_typos() -> None:
+    build_cluster(hosts(common={"ssh_user": "root", "_sudo": True, "ssh_port": 22}))
+
+
+def test_cluster_setting_must_agree_across_hosts() -> None:
+    e = rejects("vip", host="w1", per_host={"w1": {"vip": "10.20.0.99"}})
+    assert "same value on every host" in e.accepted
+
+
+def test_host_in_both_groups_or_none() -> None:
+    hs = hosts()
+    hs[0] = _HostInput("m1", ("masters", "workers"), hs[0].data)
+    hs[3] = _HostInput("w1", ("all",), hs[3].data)
+    with pytest.raises(ModelErrors) as info:
+        build_cluster(hs)
+    assert {(e.field, e.host) for e in info.value.errors} >= {("groups", "m1"), ("groups", "w1")}
+
+
+def test_required_settings() -> None:
+    hs = [_HostInput("m1", ("masters",), {"ssh_hostname": "10.0.0.1"})]
+    with pytest.raises(ModelErrors) as info:
+        build_cluster(hs)
+    assert {"cluster_name", "vip", "node_network"} <= {e.field for e in info.value.errors}
+
+
+def test_bad_values_list_every_problem_at_once() -> None:
+    with pytest.raises(ModelErrors) as info:
+        build_cluster(hosts(masters=2, common={"vip": "not-an-ip", "pki_key_algorithm": "dsa"}))
+    fields = {e.field for e in info.value.errors}
+    assert fields >= {"masters", "vip", "pki_key_algorithm"}
+    assert "not-an-ip" in str(info.value)
+
+
+def test_address_must_be_in_node_network() -> None:
+    e = rejects("address", host="w1", per_host={"w1": {"address": "192.168.9.9"}})
+    assert "node_network" in e.accepted
+
+
+def test_etcd_election_at_least_five_heartbeats() -> None:
+    rejects("etcd_election_ms", common={"etcd_heartbeat_ms": 200, "etcd_election_ms": 500})
+
+
+def test_tarball_source_needs_url_and_hash() -> None:
+    rejects("etcd_tarball_url", common={"etcd_source": "tarball"})
+    rejects("etcd_tarball_sha256", common={"etcd_tarball_sha256": "abc"})
+
+
+def test_renew_window_shorter_than_leaf_lifetime() -> None:
+    rejects("pki_renew_before", common={"pki_leaf_lifetime": "10m", "pki_renew_before": "30d"})
+
+
+def test_edge_cert_and_key_together() -> None:
+    rejects("edge_key_file", common={"edge_cert_file": "/etc/ssl/edge.pem"})
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("90s", 90), ("5m", 300), ("12h", 43200), ("30d", 2592000), ("2w", 1209600),
+    ("10y", 315360000), (3600, 3600),
+])
+def test_durations(text: str | int, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("bad", ["soon", "-5m", "0", 0, True, "5 minutes"])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def test_load_from_inventory_file_with_group_data(tmp_path: Path) -> None:
+    (tmp_path / "group_data").mkdir()
+    (tmp_path / "prod.py").write_text(textwrap.dedent("""
+        masters = [("m1", {"ssh_hostname": "10.1.0.11"})]
+        workers = [("w1", {"ssh_hostname": "10.1.0.21"})]
+    """))
+    (tmp_path / "group_data" / "prod.py").write_text(textwrap.dedent("""
+        import os
+        cluster_name = "prod"
+        node_network = "10.1.0.0/24"
+        vip = "10.1.0.10"
+    """))
+    (tmp_path / "group_data" / "all.py").write_text("pki_leaf_lifetime = '90d'\n")
+    c = load_cluster(tmp_path / "prod.py")
+    assert c.name == "prod" and c.pki.leaf_lifetime == timedelta(days=90)
+
+
+def test_typo_in_group_data_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "group_data").mkdir()
+    (tmp_path / "prod.py").write_text('masters = [("m1", {"ssh_hostname": "10.1.0.11"})]\n')
+    (tmp_path / "group_data" / "all.py").write_text(
+        "cluster_name = 'prod'\nnode_network = '10.1.0.0/24'\nvip = '10.1.0.10'\n"
+        "ingres_http_nodeport = 30080\n")
+    with pytest.raises(ModelError) as info:
+        load_cluster(tmp_path / "prod.py")
+    assert info.value.field == "ingres_http_nodeport"
+    assert "ingress_http_nodeport" in str(info.value)
+
+
+def test_missing_inventory_file(tmp_path: Path) -> None:
+    with pytest.raises(InventoryError, match="does not exist"):
+        load_cluster(tmp_path / "nope.py")
+
+
+def test_broken_inventory_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.py").write_text("masters = [\n")
+    with pytest.raises(InventoryError, match="could not load"):
+        load_cluster(tmp_path / "bad.py")
