@@ -253,12 +253,12 @@ def test_cli_init_show_and_check(tmp_path: Path) -> None:
     import time
 
     time.sleep(3.2)
-    r = run_cli(tmp_path, "certs", "check", "inv/prod.py")
+    r = run_cli(tmp_path, "certs", "check", "--store-only", "inv/prod.py")
     assert r.returncode == 1
     assert "expired" in r.stdout and "need attention" in r.stdout
     r = run_cli(tmp_path, "pki", "init", "inv/prod.py")
     assert r.returncode == 0 and "re-issued etcd/m1/server: expired" in r.stderr
-    assert run_cli(tmp_path, "certs", "check", "inv/prod.py").returncode == 0
+    assert run_cli(tmp_path, "certs", "check", "--store-only", "inv/prod.py").returncode == 0
 
 
 def test_cli_reports_model_errors(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from metalseed.model import load_cluster
@@ -29,9 +30,12 @@ def register(sub: Any) -> None:
 
     certs = sub.add_parser("certs", help="certificate expiry checks")
     csub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
-    p = csub.add_parser("check", help="exit 1 if any certificate is expired, due or invalid")
+    p = csub.add_parser(
+        "check", help="certificates installed on every host and in the store; exit 1 if any is "
+        "expired, due or invalid, or a host cannot be read")
     p.add_argument("inventory")
-    p.set_defaults(func=cmd_show)
+    p.add_argument("--store-only", action="store_true", help="do not connect to the hosts")
+    p.set_defaults(func=cmd_check)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -52,6 +56,45 @@ def cmd_init(args: argparse.Namespace) -> int:
     else:
         print(f"{root}: up to date, nothing changed")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    rc = cmd_show(args)
+    if args.store_only:
+        return rc
+    from metalseed.model import cluster_from_inventory, load_inventory
+    from metalseed.pki.installed import MATCHES, collect, compare
+
+    inventory = load_inventory(args.inventory)
+    cluster = cluster_from_inventory(inventory)
+    now = utcnow()
+    print(f"\nInstalled on the hosts ({len(cluster.nodes)}):", flush=True)
+    items, errors = collect(cluster, inventory)
+    statuses = compare(items, inspect(cluster, store_for(cluster), now), cluster.pki, now)
+    rows = [("HOST", "PATH", "SUBJECT", "NOT AFTER", "DAYS LEFT", "STORE", "STATUS")]
+    states = []
+    for st in statuses:
+        info = st.item.info
+        days = (info.not_after - now).total_seconds() / 86400 if info else None
+        rows.append((st.item.host, st.item.path, info.subject if info else "-",
+                     info.not_after.strftime("%Y-%m-%d %H:%M") if info else "-",
+                     f"{days:.1f}" if days is not None else "-", st.store,
+                     st.state + (f": {st.detail}" if st.detail and st.state != OK else "")))
+        states.append(st.state)
+    for host, err in sorted(errors.items()):
+        rows.append((host, "-", "-", "-", "-", "-", f"unreachable: {err}"))
+        states.append(INVALID)
+    print(_table(rows, states))
+    bad = [s for s in states if s != OK]
+    stale = [st for st in statuses if not st.store.startswith(MATCHES)]
+    if stale:
+        print(f"\n{len(stale)} installed certificate(s) differ from the store or are not in it: "
+              "rerun the deploys (or deploys/rotate-certs.py) to ship the store's.")
+    if bad:
+        print(f"\n{len(bad)} installed item(s) need attention.")
+        return 1
+    print(f"\nall {len(statuses)} installed certificates valid")
+    return rc
 
 
 def _colour(state: str, text: str) -> str:
@@ -77,13 +120,19 @@ def format_table(statuses: list[Status], now: dt.datetime) -> str:
             s.state + (f": {s.detail}" if s.detail and s.state != OK else ""),
         ))
         states.append(s.state)
-    widths = [min(max(len(r[i]) for r in rows), 48) for i in range(6)]
+    return _table(rows, states)
+
+
+def _table(rows: Sequence[tuple[str, ...]], states: list[str]) -> str:
+    """Aligned columns; the last column (status) is coloured by state and never cut."""
+    n = len(rows[0]) - 1
+    widths = [min(max(len(r[i]) for r in rows), 48) for i in range(n)]
     lines = []
     for i, r in enumerate(rows):
         cells = [c if len(c) <= widths[j] else c[: widths[j] - 1] + "…"
-                 for j, c in enumerate(r[:6])]
+                 for j, c in enumerate(r[:n])]
         line = "  ".join(c.ljust(widths[j]) for j, c in enumerate(cells)) + "  "
-        last = r[6]
+        last = r[n]
         lines.append(line + (last if i == 0 else _colour(states[i - 1], last)))
     return "\n".join(lines)
 
