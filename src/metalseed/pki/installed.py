@@ -82,12 +82,13 @@ class InstalledStatus:
 def compare(items: Iterable[Installed], inventory: Inventory, settings: PKISettings,
             now: dt.datetime) -> list[InstalledStatus]:
     by_fp: dict[str, str] = {}
-    by_subject: dict[tuple[str, str], str] = {}
+    # etcd server and peer certificates share subject and SANs, so one subject can name several ids.
+    by_subject: dict[tuple[str, str], list[str]] = {}
     for status in inventory.all():
         if status.cert is None or status.info is None:
             continue
         by_fp[_fingerprint(status.cert)] = status.id
-        by_subject[(status.info.subject, status.info.issuer)] = status.id
+        by_subject.setdefault((status.info.subject, status.info.issuer), []).append(status.id)
     out = []
     for item in items:
         if item.info is None:
@@ -96,7 +97,7 @@ def compare(items: Iterable[Installed], inventory: Inventory, settings: PKISetti
         if item.fingerprint in by_fp:
             store = f"{MATCHES} ({by_fp[item.fingerprint]})"
         elif (item.info.subject, item.info.issuer) in by_subject:
-            store = f"{STALE} ({by_subject[(item.info.subject, item.info.issuer)]})"
+            store = f"{STALE} ({' or '.join(by_subject[(item.info.subject, item.info.issuer)])})"
         else:
             store = UNKNOWN
         reason = is_due(item.info, settings, now)
