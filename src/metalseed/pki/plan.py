@@ -8,7 +8,7 @@ lifetime. Material that is corrupt, whose key does not match, or that its CA did
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography import x509
 
@@ -95,7 +95,7 @@ def inspect_ca(spec: CASpec, store: Store, settings: PKISettings, now: dt.dateti
 
 
 def inspect_leaf(spec: LeafSpec, store: Store, ca: Status, settings: PKISettings,
-                 now: dt.datetime) -> Status:
+                 now: dt.datetime, previous_ca: Status | None = None) -> Status:
     cert, key, problem = _load(store, spec.id)
     if problem:
         return Status(spec.id, "leaf", INVALID, problem)
@@ -103,6 +103,10 @@ def inspect_leaf(spec: LeafSpec, store: Store, ca: Status, settings: PKISettings
         return Status(spec.id, "leaf", MISSING, "not issued yet")
     info = px.describe(cert)
     if ca.cert is not None and not px.signed_by(cert, ca.cert):
+        if previous_ca and previous_ca.cert is not None and px.signed_by(cert, previous_ca.cert):
+            return Status(spec.id, "leaf", MISMATCH,
+                          "signed by the previous CA: re-issue to go on with the CA rotation",
+                          info, cert, key)
         return Status(spec.id, "leaf", INVALID, f"not signed by the CA in {spec.ca}.crt", info)
     differs = _differences(spec, info, settings)
     if differs:
@@ -144,6 +148,12 @@ def inspect_sa_key(store: Store) -> Status:
     return Status(SERVICE_ACCOUNT_KEY, "key", OK, key=key)
 
 
+NEXT = ".next"
+"""Suffix of a CA that a rotation has introduced but not yet put in charge (phase 1)."""
+PREVIOUS = ".prev"
+"""Suffix of the CA a rotation has replaced; still trusted until phase 3 ends the rotation."""
+
+
 @dataclass
 class Inventory:
     """Everything the store holds for a cluster, inspected against the model."""
@@ -151,14 +161,24 @@ class Inventory:
     cas: dict[str, Status]
     leaves: list[tuple[LeafSpec, Status]]
     sa: Status
+    rotating: dict[str, Status]
+    """CAs of a rotation in progress, by store id (``etcd/ca.next``, ``etcd/ca.prev``)."""
 
     def all(self) -> list[Status]:
-        return [*self.cas.values(), *(s for _, s in self.leaves), self.sa]
+        return [*self.cas.values(), *self.rotating.values(), *(s for _, s in self.leaves), self.sa]
 
 
 def inspect(cluster: Cluster, store: Store, now: dt.datetime) -> Inventory:
     settings = cluster.pki
-    cas = {spec.id: inspect_ca(spec, store, settings, now) for spec in ca_specs(cluster)}
-    leaves = [(spec, inspect_leaf(spec, store, cas[spec.ca], settings, now))
+    cas: dict[str, Status] = {}
+    rotating: dict[str, Status] = {}
+    for spec in ca_specs(cluster):
+        cas[spec.id] = inspect_ca(spec, store, settings, now)
+        for suffix in (NEXT, PREVIOUS):
+            extra = inspect_ca(replace(spec, id=spec.id + suffix), store, settings, now)
+            if extra.state != MISSING:
+                rotating[extra.id] = extra
+    leaves = [(spec, inspect_leaf(spec, store, cas[spec.ca], settings, now,
+                                  rotating.get(spec.ca + PREVIOUS)))
               for spec in leaf_specs(cluster)]
-    return Inventory(cas, leaves, inspect_sa_key(store))
+    return Inventory(cas, leaves, inspect_sa_key(store), rotating)

@@ -1,0 +1,110 @@
+"""CA rotation in the store: three phases, trust never broken, resumable (checked with openssl)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from metalseed.errors import PKIError
+from metalseed.model import Cluster
+from metalseed.pki import rotation
+from metalseed.pki.issue import init_pki, store_for
+from metalseed.pki.plan import MISMATCH, OK, PREVIOUS, inspect
+from tests.unit.test_pki import NOW, make_cluster
+
+CA = "etcd/ca"
+LEAF = "etcd/m1/server"
+
+
+def verifies(bundle: bytes, leaf: bytes, tmp: Path) -> bool:
+    (tmp / "bundle.pem").write_bytes(bundle)
+    (tmp / "leaf.pem").write_bytes(leaf)
+    r = subprocess.run(["openssl", "verify", "-attime", str(int(NOW.timestamp()) + 60),
+                        "-CAfile", str(tmp / "bundle.pem"), str(tmp / "leaf.pem")],
+                       capture_output=True, text=True, check=False)
+    return r.returncode == 0
+
+
+@pytest.fixture()
+def cluster(tmp_path: Path) -> Cluster:
+    c = make_cluster(tmp_path / "pki")
+    init_pki(c, now=NOW)
+    return c
+
+
+def test_three_phases_keep_trust_at_every_step(cluster: Cluster, tmp_path: Path) -> None:
+    store = store_for(cluster)
+    old_leaf = store.cert_path(LEAF).read_bytes()
+    assert rotation.phase(store, CA) == rotation.STEADY
+
+    assert rotation.begin(cluster, CA, now=NOW) is True
+    assert rotation.begin(cluster, CA, now=NOW) is False  # idempotent
+    assert rotation.phase(store, CA) == "trust"
+    bundle = rotation.trust_bundle(store, CA)
+    assert bundle.count(b"BEGIN CERTIFICATE") == 2
+    assert verifies(bundle, old_leaf, tmp_path)
+    assert init_pki(cluster, now=NOW).actions == []  # phase 1 re-issues nothing
+
+    assert rotation.promote(cluster, CA) is True
+    assert rotation.phase(store, CA) == "reissue"
+    states = {s.id: s.state for _, s in inspect(cluster, store, NOW).leaves}
+    assert states[LEAF] == MISMATCH and states["apiserver"] == OK  # other CAs are untouched
+    with pytest.raises(PKIError, match="not re-issued"):
+        rotation.finish(cluster, CA)
+    report = init_pki(cluster, now=NOW)
+    assert {a.id for a in report.actions if not a.id.startswith("kubeconfig")} == {
+        s.id for s, _ in inspect(cluster, store, NOW).leaves if s.ca == CA}
+    new_leaf = store.cert_path(LEAF).read_bytes()
+    bundle = rotation.trust_bundle(store, CA)
+    assert verifies(bundle, old_leaf, tmp_path) and verifies(bundle, new_leaf, tmp_path)
+
+    assert rotation.finish(cluster, CA) is True
+    assert rotation.finish(cluster, CA) is False
+    assert rotation.phase(store, CA) == rotation.STEADY
+    bundle = rotation.trust_bundle(store, CA)
+    assert bundle.count(b"BEGIN CERTIFICATE") == 1
+    assert verifies(bundle, new_leaf, tmp_path) and not verifies(bundle, old_leaf, tmp_path)
+    assert list((store.root / "retired").glob("etcd-ca-*.crt"))
+    assert not store.key_path(CA + PREVIOUS).exists()
+    assert {s.state for s in inspect(cluster, store, NOW).all()} == {OK}
+
+
+def test_promote_interrupted_after_saving_previous_resumes(cluster: Cluster) -> None:
+    store = store_for(cluster)
+    old = store.cert_path(CA).read_bytes()
+    rotation.begin(cluster, CA, now=NOW)
+    new = store.cert_path(CA + ".next").read_bytes()
+    # Simulate a crash right after the previous CA was saved.
+    cert, key = store.read_pair(CA)
+    assert cert is not None and key is not None
+    store.write_pair(CA + PREVIOUS, cert, key)
+    assert rotation.promote(cluster, CA) is True
+    assert store.cert_path(CA).read_bytes() == new
+    assert store.cert_path(CA + PREVIOUS).read_bytes() == old
+    assert rotation.promote(cluster, CA) is False
+
+
+def test_phases_out_of_order_are_refused(cluster: Cluster) -> None:
+    with pytest.raises(PKIError, match="run phase 'trust' first"):
+        rotation.promote(cluster, CA)
+    rotation.begin(cluster, CA, now=NOW)
+    with pytest.raises(PKIError, match="run phase 'reissue' first"):
+        rotation.finish(cluster, CA)
+    rotation.promote(cluster, CA)
+    with pytest.raises(PKIError, match="run phase 'finish'"):
+        rotation.begin(cluster, CA, now=NOW)
+    with pytest.raises(PKIError, match="unknown CA"):
+        rotation.begin(cluster, "nope", now=NOW)
+
+
+def test_new_ca_is_a_different_key_and_subject(cluster: Cluster) -> None:
+    store = store_for(cluster)
+    rotation.begin(cluster, CA, now=NOW + dt.timedelta(seconds=1))
+    from metalseed.pki import x509 as px
+
+    old = px.load_cert(store.cert_path(CA).read_bytes())
+    new = px.load_cert(store.cert_path(CA + ".next").read_bytes())
+    assert old.subject != new.subject and old.public_key() != new.public_key()
