@@ -1,0 +1,44 @@
+"""The on-host certificate check script, run for real with sh and openssl on generated certs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+from metalseed.pki.installed import SCAN_DIRS
+from metalseed.pki.issue import init_pki
+from metalseed.render.certcheck import render_script, render_service, render_timer
+from tests.unit.test_pki import make_cluster
+
+
+def test_script_flags_due_and_expired_certificates(tmp_path: Path) -> None:
+    c = make_cluster(tmp_path / "pki", pki_leaf_lifetime="1h", pki_renew_before="10m")
+    now = dt.datetime.now(dt.UTC)
+    init_pki(c, now=now - dt.timedelta(minutes=50))  # leaves: past 2/3 of 1 h -> due
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "due.crt").write_bytes((c.pki_dir / "etcd/m1/server.crt").read_bytes())
+    (etc / "ok.crt").write_bytes((c.pki_dir / "etcd/ca.crt").read_bytes())
+    (etc / "bad.pem").write_text("junk\n")
+    (etc / "server.key").write_bytes((c.pki_dir / "etcd/m1/server.key").read_bytes())
+    script = render_script(c).replace(" ".join(SCAN_DIRS[:1]), str(etc), 1)
+    assert str(etc) in script
+    path = tmp_path / "check.sh"
+    path.write_text(script)
+    r = subprocess.run(["sh", str(path)], capture_output=True, text=True, check=False)
+    lines = sorted(r.stdout.splitlines())
+    assert r.returncode == 1
+    assert [line.split()[0] for line in lines] == ["DUE", "INVALID", "OK"], r.stdout
+    assert not any("server.key" in line for line in lines)
+
+    (etc / "due.crt").unlink()
+    (etc / "bad.pem").unlink()
+    r = subprocess.run(["sh", str(path)], capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and r.stdout.startswith("OK ")
+
+
+def test_units() -> None:
+    assert "ExecStart=/usr/local/sbin/metalseed-certcheck" in render_service()
+    timer = render_timer()
+    assert "OnCalendar=daily" in timer and "WantedBy=timers.target" in timer
