@@ -1,0 +1,78 @@
+"""pyinfra inventory groups from a lab's state (used by inventory/lab.py and by tests).
+
+Only keys the cluster model accepts (plus pyinfra's ``ssh_*``) are produced.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from metalseed.errors import LabError
+from metalseed.lab import plan as planmod
+from metalseed.lab import state as statemod
+from metalseed.lab.state import LabState, MachineState
+
+ENV_LAB = "METALSEED_LAB"
+VIP_INTERFACE = "eth0"
+
+Host = tuple[str, dict[str, Any]]
+
+
+def host_data(s: LabState, m: MachineState) -> dict[str, Any]:
+    return {
+        "ssh_hostname": str(m.address),
+        "ssh_user": "root",
+        "ssh_key": str(s.key),
+        # Every machine has the host's SSH host keys and addresses are reused between labs.
+        "ssh_known_hosts_file": "/dev/null",
+        "ssh_strict_host_key_checking": "no",
+    }
+
+
+def cluster_data(s: LabState) -> dict[str, Any]:
+    return {
+        "cluster_name": s.name,
+        "node_network": str(s.subnet),
+        "vip": str(s.vip),
+        "vip_interface": VIP_INTERFACE,
+    }
+
+
+def groups(s: LabState) -> dict[str, Any]:
+    """``masters``, ``workers`` and ``all`` in the inventory-file shapes pyinfra accepts."""
+    return {
+        "masters": [(m.name, host_data(s, m)) for m in s.masters],
+        "workers": [(m.name, host_data(s, m)) for m in s.workers],
+        "all": ([m.name for m in s.machines], cluster_data(s)),
+    }
+
+
+def lab_name_from_env() -> str:
+    return planmod.check_lab_name(os.environ.get(ENV_LAB) or planmod.DEFAULT_NAME)
+
+
+def load_groups(name: str | None = None, base: Path | None = None) -> dict[str, Any]:
+    """Groups of a lab that is up; a clear LabError when it is not."""
+    name = name or lab_name_from_env()
+    s = statemod.load(statemod.lab_paths(name, base))
+    if s is None:
+        hint = f" --name {name}" if name != planmod.DEFAULT_NAME else ""
+        raise LabError(
+            f"lab {name!r} is not up (no state under {statemod.lab_paths(name, base).root}):"
+            f" run `metalseed lab up{hint}` first (the lab is chosen by ${ENV_LAB})"
+        )
+    return groups(s)
+
+
+def pyinfra_inventory(s: LabState) -> Any:
+    """A ``pyinfra.api.Inventory`` of the lab, for tests that drive pyinfra's API directly.
+
+    It holds the same data as inventory/lab.py minus ``group_data/`` (which the CLI adds).
+    """
+    from pyinfra.api import Inventory
+
+    g = groups(s)
+    return Inventory(g["all"], masters=(g["masters"], {}), workers=(g["workers"], {}),
+                     lab=(g["all"][0], {}))

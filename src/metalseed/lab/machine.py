@@ -1,0 +1,221 @@
+"""One lab machine: its overlay root, its systemd-nspawn process, its end.
+
+The root is an overlay of the host's ``/`` (read-only lower) and a per-machine upper dir. The upper
+dir is the machine's disk: it outlives a crash of the machine and goes with ``down``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from metalseed.errors import LabError
+from metalseed.lab import cgroup
+from metalseed.lab.host import cmdline, pid_alive, reap
+from metalseed.lab.state import LabPaths, MachineState
+
+# Units the host image enables but a fresh lab machine must not start: the deploys under test
+# install and start these themselves (after `systemctl unmask`), and timers only add noise.
+MASKED_UNITS = (
+    "etcd.service",
+    "keepalived.service",
+    "nginx.service",
+    "postgresql.service",
+    "e2scrub_reap.service",
+    "e2scrub_all.timer",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "man-db.timer",
+)
+
+# The host's /root/.bashrc runs `pyenv init` (~70 ms per SSH command); the machines get an empty
+# /root instead (an opaque overlay dir), holding only this and the lab key.
+PLAIN_BASHRC = "# metalseed lab machine: a plain root shell, on purpose.\n"
+PLAIN_PROFILE = 'if [ -n "$BASH_VERSION" ] && [ -f ~/.bashrc ]; then . ~/.bashrc; fi\n'
+
+# Registry of the nspawn processes this Python process started: keeps the Popen objects alive
+# (no "still running" warnings) and lets the killer reap them at once.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _opaque_dir(path: Path) -> None:
+    """A directory in the upper layer that hides the host's directory of the same path."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.setxattr(path, "trusted.overlay.opaque", b"y")
+
+
+def prepare_disk(
+    paths: LabPaths, m: MachineState, hosts: str, authorized_key: str, hide: list[Path]
+) -> None:
+    """Write the machine's own files into its upper dir (only before the overlay is mounted)."""
+    upper = paths.upper(m.name)
+    for d in (upper, paths.work(m.name), paths.rootfs(m.name)):
+        d.mkdir(parents=True, exist_ok=True)
+    etc = upper / "etc"
+    (etc / "systemd" / "system").mkdir(parents=True, exist_ok=True)
+    (etc / "hostname").write_text(f"{m.name}\n")
+    (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
+    (etc / "hosts").write_text(hosts)
+    for unit in MASKED_UNITS:
+        link = etc / "systemd" / "system" / unit
+        if not link.is_symlink():
+            link.symlink_to("/dev/null")
+    # The container must not see the lab's own files (its key, other machines' disks).
+    for h in hide:
+        _opaque_dir(upper / h.relative_to("/"))
+    root_home = upper / "root"
+    _opaque_dir(root_home)
+    root_home.chmod(0o700)
+    (root_home / ".bashrc").write_text(PLAIN_BASHRC)
+    (root_home / ".profile").write_text(PLAIN_PROFILE)
+    ssh_dir = root_home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    keys = ssh_dir / "authorized_keys"
+    keys.write_text(authorized_key)
+    keys.chmod(0o600)
+
+
+def is_mounted(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target for line in f)
+
+
+def mounts_under(prefix: Path) -> list[str]:
+    pre = str(prefix).rstrip("/") + "/"
+    with open("/proc/self/mounts") as f:
+        found = [line.split()[1] for line in f if line.split()[1].startswith(pre)]
+    # Deepest first, so nested mounts go before their parents.
+    return sorted(found, key=len, reverse=True)
+
+
+def mount_root(paths: LabPaths, name: str) -> None:
+    root = paths.rootfs(name)
+    if is_mounted(root):
+        return
+    opts = f"lowerdir=/,upperdir={paths.upper(name)},workdir={paths.work(name)}"
+    proc = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", opts, str(root)],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise LabError(f"cannot mount the overlay root of {name}: {proc.stderr.strip()}")
+
+
+def umount(path: str) -> None:
+    for _ in range(50):
+        proc = subprocess.run(["umount", path], capture_output=True, text=True)
+        if proc.returncode == 0 or not is_mounted(Path(path)):
+            return
+        time.sleep(0.1)
+    raise LabError(f"cannot unmount {path}: {proc.stderr.strip()}")
+
+
+def boot(
+    lab: str, paths: LabPaths, m: MachineState, layout: cgroup.Layout
+) -> int:
+    """Start systemd-nspawn detached; returns its PID. systemd boots inside."""
+    cgroup.create(layout, lab, m.name)
+    argv = [
+        "systemd-nspawn",
+        "--quiet",
+        "-D", str(paths.rootfs(m.name)),
+        "-b",
+        "--register=no",
+        "--keep-unit",
+        f"--network-namespace-path=/run/netns/{m.netns}",
+        # keepalived adds the VIP over netlink and sends VRRP over raw sockets.
+        "--capability=CAP_NET_ADMIN,CAP_NET_RAW",
+        "-M", m.name,
+        "--console=pipe",
+    ]
+    try:
+        with open(paths.console_log(m.name), "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # no signal from our terminal reaches the machine
+                preexec_fn=lambda: cgroup.join_self(layout, lab, m.name),
+                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                     "LANG": "C.UTF-8"},
+            )
+    except (OSError, subprocess.SubprocessError) as e:
+        raise LabError(f"cannot start systemd-nspawn for {m.name}: {e}") from e
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
+
+
+def find_leader(nspawn_pid: int, timeout: float = 5) -> int:
+    """The container's PID 1 as seen from the host: nspawn's child that runs systemd."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        for k in kids:
+            argv = cmdline(k)
+            if argv and argv[0].endswith("/systemd"):
+                return k
+        if not pid_alive(nspawn_pid):
+            break
+        time.sleep(0.02)
+    raise LabError(f"systemd-nspawn (PID {nspawn_pid}) did not start systemd")
+
+
+def is_ours(pid: int | None, paths: LabPaths, name: str) -> bool:
+    """Guard against PID reuse: a recorded nspawn PID counts only if it still runs our root."""
+    if not pid or not pid_alive(pid):
+        return False
+    argv = cmdline(pid)
+    return bool(argv) and "systemd-nspawn" in argv[0] and str(paths.rootfs(name)) in argv
+
+
+def kill(lab: str, name: str, layout: cgroup.Layout, recorded: list[int]) -> None:
+    """End the whole machine at once: freeze, SIGKILL every process of it, thaw, wait.
+
+    Freezing first means no process of the machine runs (or forks) between the first and the
+    last kill, so the machine dies as one. Only PIDs found in the machine's own cgroups (or
+    recorded by the lab and verified by the caller) are signalled.
+    """
+    victims = cgroup.pids(layout, lab, name) | {p for p in recorded if pid_alive(p)}
+    if not victims:
+        return
+    frozen = False
+    try:
+        cgroup.set_frozen(layout, lab, name, True)
+        frozen = True
+    except LabError:
+        pass  # no freezer: SIGKILL alone still ends the container (its PID 1 goes first)
+    for _ in range(3):
+        for pid in sorted(victims):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        victims = cgroup.pids(layout, lab, name) - victims
+        if not victims:
+            break
+    if frozen:
+        cgroup.set_frozen(layout, lab, name, False)
+    deadline = time.monotonic() + 10
+    while True:
+        for pid in list(_CHILDREN):
+            if _CHILDREN[pid].poll() is not None:
+                del _CHILDREN[pid]
+        for pid in recorded:
+            reap(pid)
+        left = {p for p in cgroup.pids(layout, lab, name) | set(recorded) if pid_alive(p)}
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"processes of {name} did not exit: {sorted(left)}")
+        time.sleep(0.02)
