@@ -23,6 +23,7 @@ import contextlib
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,10 @@ def _load_etcd3() -> Any:
     with _import_lock:
         if _etcd3 is None:
             try:
-                import etcd3
+                # Its generated protobuf code uses descriptor calls newer protobuf deprecates.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    import etcd3
             except TypeError as e:  # protobuf's "Descriptors cannot be created directly"
                 raise EtcdError(
                     "python-etcd3 cannot be imported with this protobuf: something imported "

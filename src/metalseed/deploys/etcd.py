@@ -36,7 +36,7 @@ from pyinfra import host as current_host
 from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.host import Host
 from pyinfra.api.state import State
-from pyinfra.operations import apt, files, python, server
+from pyinfra.operations import files, python, server
 
 from metalseed import etcdclient
 from metalseed.errors import DeployError, EtcdError, HealthCheckError
@@ -173,7 +173,16 @@ def converge_files(dirs: Sequence[WantDir], want: Sequence[WantFile]) -> Generat
     """Directories and files (content, owner, mode) in one operation: one remote command to
     check them all, uploads only for what differs. Contents are never printed."""
     paths = tuple(d.path for d in dirs) + tuple(f.path for f in want)
-    current = current_host.get_fact(FileStates, paths=paths)
+    # pyinfra 3 runs a fact's command again each time it is asked for, and an operation is
+    # generated twice (prepare, execute). Nothing touches these paths in between, so the
+    # prepare-time answer is kept: one remote command per run instead of two.
+    # (`host` is a context proxy shared by all hosts: the cache lives on the state.)
+    cache: dict[tuple[str, tuple[str, ...]], Any] = current_host.state.__dict__.setdefault(
+        "_metalseed_file_states", {})
+    key = (current_host.name, paths)
+    if key not in cache:
+        cache[key] = current_host.get_fact(FileStates, paths=paths)
+    current = cache[key]
     dir_cmds, uploads, install = plan_files(current, dirs, want)
     # Each upload's temporary file is created empty and 0600 first (SFTP keeps the mode of the
     # file it overwrites), so no key exists with a wider mode, even for a moment.
@@ -327,38 +336,59 @@ def host_files(cluster: Cluster, member: Node, bootstrap: str | None) -> tuple[l
     return dirs, want
 
 
-def _install_software(cluster: Cluster, st: dict[str, str]) -> None:
-    """Debian package or verified tarball; operations only for what is missing."""
+def install_commands(cluster: Cluster, st: dict[str, str]) -> list[str]:
+    """Pure: the commands that put etcd on a master, given its facts; none when it is there.
+
+    Debian: Debian's own unit is masked *before* the package is installed, so its postinst
+    cannot start a default single-member etcd (``--now`` stops one that already runs).
+    Tarball: downloaded beside its final name and checked against the sha256 before it is
+    renamed, unpacked beside its final directory and renamed: nothing half-done is ever used.
+    """
+    cmds: list[str] = []
     if cluster.etcd.source == "debian":
         if st.get("packaged") not in ("masked", "masked-runtime"):
-            # Masked before the package is installed, so its postinst cannot start a default
-            # single-member etcd; `--now` stops one that is already running.
-            server.shell(name="Mask Debian's etcd.service (metalseed runs its own unit)",
-                         commands=[f"systemctl mask --now {r.PACKAGED_UNIT}"])
+            cmds.append(f"systemctl mask --now {r.PACKAGED_UNIT}")
         installed = set(filter(None, st.get("installed", "").split(",")))
         if not set(r.DEBIAN_PACKAGES) <= installed:
-            apt.packages(name="Install etcd from Debian", packages=list(r.DEBIAN_PACKAGES),
-                         update=True, cache_time=3600)
-    else:
-        assert cluster.etcd.tarball_url and cluster.etcd.tarball_sha256
-        if st.get("user") != "yes":
-            server.shell(name="Create the etcd user", commands=[
-                f"useradd --system --user-group --home-dir {r.data_dir_parent(cluster)} "
-                f"--no-create-home --shell /usr/sbin/nologin {r.USER}"])
-        if st.get("binary") != "yes":
-            tgz = r.tarball_path(cluster)
-            files.download(name="Download the etcd tarball (sha256 verified)",
-                           src=cluster.etcd.tarball_url, dest=tgz,
-                           sha256sum=cluster.etcd.tarball_sha256, mode="0600")
-            d = shlex.quote(r.binary_dir(cluster))
-            # Extract next to the final directory and rename: a half-extracted tree is never
-            # taken for an installed one. Re-check the sha256 here too: the download may be a
-            # cached file from an earlier run.
-            server.shell(name="Unpack etcd", commands=[
-                f"echo '{cluster.etcd.tarball_sha256}  {tgz}' | sha256sum -c --quiet && "
-                f"rm -rf {d}.new && mkdir -p {d}.new && "
-                f"tar -xzf {tgz} -C {d}.new --strip-components=1 --no-same-owner && "
-                f"test -x {d}.new/etcd && test -x {d}.new/etcdctl && rm -rf {d} && mv {d}.new {d}"])
+            cmds.append("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+                        f"-q --no-install-recommends {' '.join(r.DEBIAN_PACKAGES)}")
+        return cmds
+    assert cluster.etcd.tarball_url and cluster.etcd.tarball_sha256
+    if st.get("user") != "yes":
+        cmds.append(f"useradd --system --user-group --home-dir {r.data_dir_parent(cluster)} "
+                    f"--no-create-home --shell /usr/sbin/nologin {r.USER}")
+    if st.get("binary") != "yes":
+        tgz = r.tarball_path(cluster)
+        url = shlex.quote(cluster.etcd.tarball_url)
+        d = shlex.quote(r.binary_dir(cluster))
+        cmds.append(
+            f"mkdir -p {r.TARBALL_CACHE} && "
+            f"(curl -fsSL --retry 3 -o {tgz}.part {url} || wget -q -O {tgz}.part {url}) && "
+            f"echo '{cluster.etcd.tarball_sha256}  {tgz}.part' | sha256sum -c --quiet && "
+            f"mv -f {tgz}.part {tgz} && "
+            f"rm -rf {d}.new && mkdir -p {d}.new && "
+            f"tar -xzf {tgz} -C {d}.new --strip-components=1 --no-same-owner && "
+            f"test -x {d}.new/etcd && test -x {d}.new/etcdctl && rm -rf {d} && mv {d}.new {d}")
+    return cmds
+
+
+@operation()
+def run_commands(commands: Sequence[str]) -> Generator[Any, None, None]:
+    """Shell commands decided at prepare time; no commands, no change.
+
+    Every master calls every operation, with an empty list where nothing is needed: in
+    pyinfra's API mode an operation is identified by its position, so hosts must make the same
+    sequence of calls (the CLI goes by line number and would not mind)."""
+    for c in commands:
+        yield StringCommand(c)
+
+
+@operation()
+def call_if(needed: bool, function: Callable[..., None], **kwargs: Any
+            ) -> Generator[Any, None, None]:
+    """``function(state, host, **kwargs)`` on the operator's machine, only where ``needed``."""
+    if needed:
+        yield FunctionCommand(function, (), kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,34 +448,32 @@ def etcd() -> None:
     has_data = st.get("data") == "yes"
     was_active = st.get("active") == "active"
 
-    _install_software(cluster, st)
+    run_commands(name="Install etcd", commands=install_commands(cluster, st))
 
     bootstrap = None
     joining = False
     if not has_data:
-        fresh = all(s is not None and s.get("data") == "no" for s in states.values())
+        fresh = all(s is not None and s.get("data") != "yes" for s in states.values())
         joining = not fresh
         bootstrap = r.render_bootstrap(cluster.etcd_initial_cluster(),
                                        "new" if fresh else "existing", r.cluster_token(cluster))
     dirs, want = host_files(cluster, member, bootstrap)
     changed = converge_files(name="etcd files (config, unit, certificates)", dirs=dirs, want=want)
 
-    if joining:
-        python.call(name="Check the cluster expects this member", function=_check_joinable,
-                    cluster=cluster, member=member)
+    call_if(name="Check the cluster expects this member", needed=joining,
+            function=_check_joinable, cluster=cluster, member=member)
+    start: list[str] = []
     if not was_active:
         # Every new member starts in the same operation, in parallel: a member of a new cluster
         # reports ready only once a quorum of its peers is up.
-        server.shell(name="Start etcd", commands=[
-            "systemctl daemon-reload", f"systemctl enable {r.UNIT_NAME}",
-            f"systemctl start {r.UNIT_NAME}"])
-    else:
-        if st.get("enabled") != "enabled":
-            server.shell(name="Enable etcd", commands=[f"systemctl enable {r.UNIT_NAME}"])
-        if changed.will_change:
-            python.call(name="Rolling restart of etcd (health-gated)", function=_restart_member,
-                        cluster=cluster, member=member, _serial=True)
-
+        start = ["systemctl daemon-reload", f"systemctl enable {r.UNIT_NAME}",
+                 f"systemctl start {r.UNIT_NAME}"]
+    elif st.get("enabled") != "enabled":
+        start = [f"systemctl enable {r.UNIT_NAME}"]
+    run_commands(name="Start etcd", commands=start)
+    call_if(name="Rolling restart of etcd (health-gated)",
+            needed=was_active and changed.will_change, function=_restart_member,
+            cluster=cluster, member=member, _serial=True)
     gate(name="etcd: every member healthy over mutual TLS", description="health",
          check=lambda: wait_cluster_healthy(cluster), _run_once=True)
 
@@ -604,6 +632,7 @@ def etcd_restore(snapshot: str | Path | None = None, force: bool = False) -> Non
         snapshot = snaps[-1].path
     snap = Path(snapshot)
     inv: Any = current_host.inventory
+    _ensure_pki(cluster, inv)
     token = getattr(inv, "_metalseed_restore_token", None) or restore_token(cluster, snap)
     inv._metalseed_restore_token = token
 
@@ -611,7 +640,7 @@ def etcd_restore(snapshot: str | Path | None = None, force: bool = False) -> Non
          check=lambda: shared(current_host.state, "restore-precheck",
                               lambda: _restore_precheck(cluster, snap, force)))
     st = _master_states(cluster, inv).get(member.name) or {}
-    _install_software(cluster, st)
+    run_commands(name="Install etcd", commands=install_commands(cluster, st))
     dirs, want = host_files(cluster, member, None)
     converge_files(name="etcd files (config, unit, certificates)", dirs=dirs, want=want)
     remote = f"/root/{SNAPSHOT_NAME}"
@@ -735,7 +764,7 @@ def etcd_replace_member(name: str) -> None:
     _ensure_pki(cluster, current_host.inventory)
     plan = _membership_plan(cluster, name)
     st = _host_state(cluster, current_host)
-    _install_software(cluster, st)
+    run_commands(name="Install etcd", commands=install_commands(cluster, st))
     resumed = plan.already_added is not None and plan.already_added.started
     if not resumed and (st.get("active") == "active" or st.get("data") == "yes"):
         d = shlex.quote(cluster.etcd.data_dir)
