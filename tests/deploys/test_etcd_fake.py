@@ -19,8 +19,8 @@ from pyinfra.connectors.fake import FakeConnector
 
 from metalseed import model
 from metalseed.deploys import etcd as d
-from metalseed.etcdclient import Member
 from metalseed.errors import DeployError
+from metalseed.etcdclient import Member
 from metalseed.model import cluster_from_inventory
 from metalseed.pki.issue import init_pki, store_for
 from metalseed.render import etcd as r

@@ -82,7 +82,7 @@ def test_plain_http_refusal_is_explained() -> None:
 
 
 def test_missing_files_and_half_credentials_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(EtcdError, match="CA certificate .* does not exist"):
+    with pytest.raises(EtcdError, match=r"CA certificate .* does not exist"):
         ec.EtcdClient(["https://10.0.0.1:2379"], ec.TLSFiles(tmp_path / "ca.crt"))
     (tmp_path / "ca.crt").write_text("x")
     (tmp_path / "c.crt").write_text("x")
