@@ -34,6 +34,7 @@ from metalseed.model import Cluster, Node, cluster_from_inventory
 from metalseed.render import edge as r
 
 STAGED_SUFFIX = ".metalseed-new"
+EDGE_OP = "edge: nginx + keepalived on the masters"
 HEALTH_WAIT = (f"/usr/bin/curl -fsS -o /dev/null --retry 15 --retry-connrefused --retry-delay 1 "
                f"--max-time 2 http://127.0.0.1:{r.HEALTH_PORT}{r.HEALTH_PATH}")
 
@@ -228,7 +229,11 @@ def _replace_file(f: ManagedFile, same_content: bool) -> list[Step]:
     parent = shlex.quote(str(Path(f.path).parent))
     staged = shlex.quote(f.path + STAGED_SUFFIX)
     mkdir = f"install -d -m {f.dir_mode:04o} {parent}" if f.dir_mode is not None else f"mkdir -p {parent}"
-    steps: list[Step] = [mkdir, Upload(f.content, f.path + STAGED_SUFFIX), f"chmod {mode} {staged}"]
+    steps: list[Step] = [mkdir]
+    if f.mode & 0o077 == 0:
+        # A secret: the staged file exists with its final mode before any content arrives.
+        steps.append(f"install -m {mode} /dev/null {staged}")
+    steps += [Upload(f.content, f.path + STAGED_SUFFIX), f"chmod {mode} {staged}"]
     if f.check:
         check = f.check.replace("{path}", staged)
         # A failing check leaves the live file (and the running service) as they were.
@@ -241,6 +246,8 @@ def _replace_file(f: ManagedFile, same_content: bool) -> list[Step]:
 @operation()
 def converge(spec: HostSpec) -> Generator[Any, None, None]:
     """Bring this host to ``spec``: one fact command, then only what differs."""
+    if spec == HostSpec():
+        return  # nothing to manage here: not even the fact's round trip
     st = host.get_fact(
         HostSnapshot,
         paths=tuple(f.path for f in spec.files),
@@ -321,7 +328,10 @@ def _ensure_pki(cluster: Cluster, inventory: Any) -> None:
 def edge() -> None:
     cluster = cluster_from_inventory(host.inventory)
     node = _this_node(cluster)
+    # Every host calls the operation, workers with nothing to do: pyinfra's API (unlike its CLI)
+    # orders operations by their count per host, so hosts must not skip one that others run.
     if not node.is_master:
+        converge(name=EDGE_OP, spec=HostSpec(), _serial=True)
         return
     _ensure_pki(cluster, host.inventory)
     # Read once per run: every master ships the same bundle.
@@ -329,8 +339,4 @@ def edge() -> None:
     if "_metalseed_edge_material" not in cache:
         cache["_metalseed_edge_material"] = serving_material(cluster)
     material = cache["_metalseed_edge_material"]
-    converge(
-        name="edge: nginx + keepalived on the masters",
-        spec=master_spec(cluster, node, material),
-        _serial=True,
-    )
+    converge(name=EDGE_OP, spec=master_spec(cluster, node, material), _serial=True)

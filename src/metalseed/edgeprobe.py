@@ -1,0 +1,255 @@
+"""Probing the edge from outside: HTTPS requests to the VIP, who holds it, when it moved.
+
+Used by the lab tests and ``bench/edge.py``. Every request goes to the VIP (or a lab machine's
+address) only, and every client loop is bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from metalseed.errors import HealthCheckError
+from metalseed.model import Cluster
+
+if TYPE_CHECKING:
+    from pyinfra.api import Inventory
+
+    from metalseed.lab import Lab
+
+
+class Shell(Protocol):
+    """What the probe needs from a lab: a command on a machine (``metalseed.lab.Lab.ssh``)."""
+
+    def ssh(self, name: str, command: str | Sequence[str], timeout: float = 30, check: bool = False,
+            input: str | None = None) -> object: ...
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    fields: dict[str, str]
+    """The lab stand-in's answer parsed: node, host, xff, proto."""
+
+
+def tls_context(ca_file: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def get(address: str, port: int, path: str = "/", host: str | None = None,
+        ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> Reply:
+    """One request on a fresh connection (HTTPS when ``ctx`` is given); raises OSError on failure.
+
+    The certificate is checked against ``address`` (the VIP is in the edge certificate's SANs)
+    while the Host header says ``host``: the edge routes by Host, TLS verifies the VIP.
+    """
+    conn: http.client.HTTPConnection
+    if ctx is not None:
+        conn = http.client.HTTPSConnection(address, port, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": host or address, "Connection": "close"})
+        resp = conn.getresponse()
+        body = resp.read().decode(errors="replace")
+        fields = dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
+        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, fields)
+    except (http.client.HTTPException, ssl.SSLError) as e:
+        raise OSError(str(e)) from e
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class Sample:
+    start: float
+    end: float
+    ok: bool
+    node: str = ""
+
+
+@dataclass
+class Client:
+    """A continuous HTTPS client against the VIP, in a thread: one request at a time, each on a
+    fresh connection with a short timeout, at most ``max_requests`` and ``max_seconds``."""
+
+    address: str
+    port: int
+    ctx: ssl.SSLContext
+    host: str = "probe.edge.test"
+    timeout: float = 0.5
+    pause: float = 0.01
+    max_requests: int = 5000
+    max_seconds: float = 60.0
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Client:
+        self._thread = threading.Thread(target=self._run, name="edge-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout + 5)
+
+    def _run(self) -> None:
+        deadline = time.time() + self.max_seconds
+        for _ in range(self.max_requests):
+            if self._stop.is_set() or time.time() > deadline:
+                return
+            t0 = time.time()
+            try:
+                reply = get(self.address, self.port, host=self.host, ctx=self.ctx, timeout=self.timeout)
+                ok, node = reply.status == 200, reply.fields.get("node", "")
+            except OSError:
+                ok, node = False, ""
+            self.samples.append(Sample(t0, time.time(), ok, node))
+            self._stop.wait(self.pause)
+
+    def failures(self, since: float = 0.0) -> list[Sample]:
+        return [s for s in self.samples if not s.ok and s.end >= since]
+
+    def outage(self, since: float) -> float:
+        """Seconds from ``since`` to the first success after the last failure (0 if none failed)."""
+        failed = self.failures(since)
+        if not failed:
+            return 0.0
+        after = [s.end for s in self.samples if s.ok and s.start >= failed[-1].start]
+        return (after[0] if after else self.samples[-1].end) - since
+
+    def wait_ok(self, count: int, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            tail = self.samples[-count:]
+            if len(tail) == count and all(s.ok for s in tail):
+                return
+            time.sleep(0.05)
+        raise HealthCheckError(f"the edge did not answer {count} requests in a row within {timeout} s")
+
+
+def holder(lab: Shell, cluster: Cluster, names: Sequence[str] | None = None) -> str | None:
+    """The master whose interface holds the VIP (None if none of those asked does)."""
+    for m in cluster.masters:
+        if names is not None and m.name not in names:
+            continue
+        out = lab.ssh(m.name, f"ip -4 -o addr show dev {cluster.vip_interface}", timeout=5)
+        if f" {cluster.vip}/" in str(getattr(out, "stdout", "")):
+            return m.name
+    return None
+
+
+def wait_holder(lab: Shell, cluster: Cluster, expected: str | None = None, timeout: float = 20,
+                names: Sequence[str] | None = None) -> str:
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = holder(lab, cluster, names)
+        if last is not None and (expected is None or last == expected):
+            return last
+        time.sleep(0.2)
+    raise HealthCheckError(f"VIP {cluster.vip}: holder is {last!r}, expected {expected or 'any'!r}")
+
+
+def became_master(lab: Shell, name: str, since: float) -> float | None:
+    """When keepalived on ``name`` last entered MASTER state after ``since`` (journal, host clock:
+    lab machines share the host's clock)."""
+    out = lab.ssh(name, f"journalctl -u keepalived -o short-unix --no-pager --since @{since:.6f}",
+                  timeout=10)
+    times = [float(line.split()[0]) for line in str(getattr(out, "stdout", "")).splitlines()
+             if "Entering MASTER STATE" in line and line[:1].isdigit()]
+    return times[0] if times else None
+
+
+def wait_port(address: str, port: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise HealthCheckError(f"{address}:{port} did not open within {timeout} s")
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# Driving a lab (tests and bench)
+
+
+def lab_inventory(lab: Lab, **extra: Any) -> Inventory:
+    """A pyinfra Inventory of a lab, with extra cluster-wide data (e.g. ``edge_failover``)."""
+    from pyinfra.api import Inventory
+
+    from metalseed.lab.inventory import groups
+
+    g = groups(lab.require_state())
+    names, data = g["all"]
+    return Inventory((names, {**data, **extra}), masters=(g["masters"], {}),
+                     workers=(g["workers"], {}), lab=(names, {}))
+
+
+def deploy_edge(lab: Lab, **extra: Any) -> dict[str, tuple[int, int]]:
+    """Run the edge deploy (and the lab stand-in) on a lab through pyinfra's API.
+
+    Returns {host: (operations that changed something, operations without change)}; raises
+    DeployError when any host failed.
+    """
+    from pyinfra.api import Config, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.api.deploy import add_deploy
+    from pyinfra.api.operations import run_ops
+
+    from metalseed.deploys.edge import edge
+    from metalseed.deploys.standin import lab_ingress_standin
+    from metalseed.errors import DeployError
+
+    ensure_nonlocal_bind(lab)
+    state = State(lab_inventory(lab, **extra), Config())
+    connect_all(state)
+    add_deploy(state, edge)
+    add_deploy(state, lab_ingress_standin)
+    run_ops(state)
+    failed = {h.name for h in state.failed_hosts}
+    failed |= {h.name for h in state.inventory if state.get_results_for_host(h).error_ops}
+    if failed:
+        raise DeployError(f"edge deploy failed on {sorted(failed)}")
+    counts: dict[str, tuple[int, int]] = {}
+    for h in state.inventory:
+        meta = state.get_meta_for_host(h)
+        counts[h.name] = (meta.ops_change, meta.ops_no_change)
+    return counts
+
+
+def ensure_nonlocal_bind(lab: Lab) -> None:
+    """Lab workaround: nspawn mounts /proc/sys read-only, so the deploy cannot set
+    ``net.ipv4.ip_nonlocal_bind`` inside a lab machine; set it on each master's network namespace
+    from the host (a real master gets it from /etc/sysctl.d at boot)."""
+    import subprocess
+
+    s = lab.require_state()
+    for m in s.masters:
+        if m.nspawn_pid is None:
+            continue
+        path = "/proc/sys/net/ipv4/ip_nonlocal_bind"
+        cmd = ["ip", "netns", "exec", m.netns, "sh", "-c", f"[ $(cat {path}) = 1 ] || echo 1 > {path}"]
+        subprocess.run(cmd, check=True, timeout=10, capture_output=True)
