@@ -1,0 +1,220 @@
+"""The edge deploy through pyinfra's API against ``@fake`` hosts: what a bare, a converged and a
+half-converged master get, and what it costs. (Real machines: tests/lab/test_edge.py.)"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.connect import connect_all
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.operations import run_ops
+from pyinfra.connectors.fake import FakeConnector
+
+from metalseed import model
+from metalseed.deploys import edge as d
+from metalseed.deploys.standin import lab_ingress_standin, standin_spec
+from metalseed.errors import DeployError
+from metalseed.model import cluster_from_inventory
+from metalseed.pki.issue import init_pki, store_for
+from metalseed.render import edge as r
+
+MASTERS = ("m1", "m2", "m3")
+WORKERS = ("w1", "w2")
+FACT = "echo '[sha]'"
+
+
+@pytest.fixture(autouse=True)
+def _fake_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("PYINFRA_FAKE_DELAY", "0")
+    monkeypatch.setenv("PYINFRA_FAKE_DELAY_JITTER", "0")
+    # The model rejects data keys it does not know; the fake connector's own keys are pyinfra's.
+    monkeypatch.setattr(model, "_PYINFRA_PREFIXES", (*model._PYINFRA_PREFIXES, "fake_"))
+    yield
+
+
+@pytest.fixture
+def uploads(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, bytes]]:
+    seen: dict[str, dict[str, bytes]] = {}
+
+    def put_file(self: FakeConnector, src: Any, remote: str, *args: Any, **kwargs: Any) -> bool:
+        data = src.getvalue() if isinstance(src, io.BytesIO) else Path(src).read_bytes()
+        seen.setdefault(self.host.name, {})[remote] = data
+        return True
+
+    monkeypatch.setattr(FakeConnector, "put_file", put_file)
+    return seen
+
+
+def make_state(tmp_path: Path, responses: dict[str, dict[str, Any]] | None = None,
+               check_for_changes: bool = True, **data: Any) -> State:
+    common = {"cluster_name": "fake", "node_network": "10.20.0.0/24", "vip": "10.20.0.10",
+              "pki_store": str(tmp_path / "pki"), "fake_delay": 0, "fake_delay_jitter": 0, **data}
+    hosts = []
+    for i, name in enumerate(MASTERS, start=1):
+        hosts.append((f"@fake/{name}", {**common, "address": f"10.20.0.{10 + i}", "node_name": name,
+                                         "fake_responses": (responses or {}).get(name, {})}))
+    for i, name in enumerate(WORKERS, start=1):
+        hosts.append((f"@fake/{name}", {**common, "address": f"10.20.0.{20 + i}", "node_name": name,
+                                         "fake_responses": (responses or {}).get(name, {})}))
+    inventory = Inventory(
+        (hosts, {}),
+        masters=([f"@fake/{n}" for n in MASTERS], {}),
+        workers=([f"@fake/{n}" for n in WORKERS], {}),
+    )
+    # check_for_changes=False is `pyinfra -y`: operations run once, at execution only.
+    state = State(inventory, Config(), check_for_changes=check_for_changes)
+    connect_all(state)
+    return state
+
+
+def run(state: State, *deploys: Any) -> State:
+    for deploy in deploys:
+        add_deploy(state, deploy)
+    run_ops(state)
+    return state
+
+
+def commands(state: State, name: str, facts: bool = False) -> list[str]:
+    """Commands a host ran; the fact command only with ``facts``."""
+    cmds = [str(c) for c in state.inventory.get_host(f"@fake/{name}").connector.executed_commands]
+    return cmds if facts else [c for c in cmds if not c.startswith(FACT)]
+
+
+def changed(state: State) -> dict[str, int]:
+    return {h.name: state.get_meta_for_host(h).ops_change for h in state.inventory
+            if state.get_meta_for_host(h).ops_change}
+
+
+def snapshot_lines(spec: d.HostSpec) -> list[str]:
+    """What the fact prints on a host that already looks like ``spec``."""
+    lines = ["[sha]"] + [f"{f.sha256}  {f.path}" for f in spec.files]
+    lines += ["[mode]"] + [f"{f.mode:o} {f.path}" for f in spec.files]
+    lines += ["[units]"]
+    for u in spec.units:
+        lines += [f"Id={u}", "LoadState=loaded", "UnitFileState=enabled", "ActiveState=active", ""]
+    lines += ["[sysctl]"] + [f"{k} = {v}" for k, v in spec.sysctls]
+    lines += ["[packages]"] + [f"{p} ii " for p in spec.packages]
+    return lines
+
+
+def converged_responses(tmp_path: Path, **data: Any) -> dict[str, dict[str, Any]]:
+    before = make_state(tmp_path, **data)
+    cluster = cluster_from_inventory(before.inventory)
+    init_pki(cluster)
+    material = d.serving_material(cluster)
+    out = {m.name: {FACT: snapshot_lines(d.master_spec(cluster, m, material))} for m in cluster.masters}
+    out.update({w.name: {FACT: snapshot_lines(standin_spec(cluster))} for w in cluster.workers})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bare_masters_get_everything_in_one_serial_operation(
+        tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
+    state = run(make_state(tmp_path), d.edge)
+    assert changed(state) == {f"@fake/{m}": 1 for m in MASTERS}
+    (op,) = state.get_op_order()
+    assert state.get_op_meta(op).global_arguments["_serial"] is True
+    for w in WORKERS:  # workers take part (API op order) but run nothing, not even the fact
+        assert commands(state, w, facts=True) == []
+
+    cmds = commands(state, "m1")
+    assert "apt-get install" in cmds[0] and "libnginx-mod-stream" in cmds[0]
+    assert cmds.index("sysctl -q -w net.ipv4.ip_nonlocal_bind=1") < next(
+        i for i, c in enumerate(cmds) if c.startswith("nginx -t -q -c"))
+    assert "systemctl start nginx.service" in cmds and "systemctl start keepalived.service" in cmds
+    assert cmds.index("systemctl start nginx.service") < cmds.index("systemctl start keepalived.service")
+    assert "systemctl reload nginx.service" not in cmds
+
+    cluster = cluster_from_inventory(state.inventory)
+    store = store_for(cluster)
+    ups = uploads["@fake/m1"]
+    keepalived = ups[r.KEEPALIVED_CONF + d.STAGED_SUFFIX].decode()
+    assert "priority 150" in keepalived and "priority 140" in uploads["@fake/m2"][
+        r.KEEPALIVED_CONF + d.STAGED_SUFFIX].decode()
+    (bundle_path,) = [p for p in ups if p.startswith(r.NGINX_DIR)]
+    bundle = ups[bundle_path]
+    assert store.key_path("edge/server").read_bytes().strip() in bundle
+    assert store.key_path("edge/ca").read_bytes().strip() not in bundle
+    for secret in (b for name in MASTERS for b in uploads[f"@fake/{name}"].values()):
+        assert store.key_path("edge/ca").read_bytes().strip() not in secret
+    staged = bundle_path
+    assert cmds.index(f"install -m 0600 /dev/null {staged}") < cmds.index(f"chmod 0600 {staged}")
+    final = staged.removesuffix(d.STAGED_SUFFIX)
+    assert f"ssl_certificate {final};" in ups[r.NGINX_CONF + d.STAGED_SUFFIX].decode()
+
+
+def test_second_run_on_a_converged_edge_is_one_command_per_master(
+        tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
+    responses = converged_responses(tmp_path)
+    state = run(make_state(tmp_path, responses), d.edge, lab_ingress_standin)
+    assert changed(state) == {}
+    assert uploads == {}
+    # As `pyinfra -y` runs it: the whole edge costs one command per host -- the fact.
+    state = run(make_state(tmp_path, responses, check_for_changes=False), d.edge, lab_ingress_standin)
+    for name in (*MASTERS, *WORKERS):
+        assert len(commands(state, name, facts=True)) == 1
+    assert len(state.get_op_order()) == 2
+
+
+def test_faster_failover_only_reloads_keepalived(
+        tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
+    state = run(make_state(tmp_path, converged_responses(tmp_path), edge_failover="fast"), d.edge)
+    assert changed(state) == {f"@fake/{m}": 1 for m in MASTERS}
+    assert set(uploads["@fake/m2"]) == {r.KEEPALIVED_CONF + d.STAGED_SUFFIX}
+    assert "advert_int 0.1" in uploads["@fake/m2"][r.KEEPALIVED_CONF + d.STAGED_SUFFIX].decode()
+    cmds = commands(state, "m2")
+    assert "systemctl reload keepalived.service" in cmds
+    assert not any("nginx.service" in c for c in cmds)
+    assert any(c.startswith(f"keepalived -t -f {r.KEEPALIVED_CONF}{d.STAGED_SUFFIX} ||") for c in cmds)
+
+
+def test_new_certificate_is_checked_and_reloaded_and_the_old_one_removed(
+        tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
+    responses = converged_responses(tmp_path)
+    cluster = cluster_from_inventory(make_state(tmp_path).inventory)
+    init_pki(cluster, force=frozenset({"edge/server"}))
+    state = run(make_state(tmp_path, responses), d.edge)
+    cmds = commands(state, "m3")
+    ups = uploads["@fake/m3"]
+    assert set(ups) == {p for p in ups if p.startswith(r.NGINX_DIR)} | {r.NGINX_CONF + d.STAGED_SUFFIX}
+    check = next(i for i, c in enumerate(cmds) if c.startswith("nginx -t -q -c"))
+    assert check < cmds.index(f"mv -f {r.NGINX_CONF}{d.STAGED_SUFFIX} {r.NGINX_CONF}") < cmds.index(
+        "systemctl reload nginx.service")
+    assert cmds.index("systemctl reload nginx.service") < cmds.index(d.HEALTH_WAIT)
+    assert cmds[-1].startswith(f"find {r.NGINX_DIR} -maxdepth 1 -name 'edge-*.pem*' ! -name edge-")
+    assert "keepalived.service" not in " ".join(cmds)
+
+
+def test_lab_standin_goes_to_workers_only(tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
+    state = run(make_state(tmp_path), lab_ingress_standin)
+    assert set(changed(state)) == {f"@fake/{w}" for w in WORKERS}
+    assert set(uploads["@fake/w1"]) == {r.STANDIN_CONF + d.STAGED_SUFFIX, r.STANDIN_UNIT + d.STAGED_SUFFIX}
+    cmds = commands(state, "w1")
+    assert cmds.index("systemctl daemon-reload") < cmds.index(f"systemctl start {r.STANDIN_UNIT_NAME}")
+    for m in MASTERS:
+        assert commands(state, m, facts=True) == []
+
+
+def test_operators_own_certificate_is_served(tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
+    cert, key = tmp_path / "edge.crt", tmp_path / "edge.key"
+    cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nOWN\n-----END CERTIFICATE-----\n")
+    key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nOWNKEY\n-----END PRIVATE KEY-----\n")
+    run(make_state(tmp_path, edge_cert_file=str(cert), edge_key_file=str(key)), d.edge)
+    (bundle,) = [v for p, v in uploads["@fake/m1"].items() if p.startswith(r.NGINX_DIR)]
+    assert b"OWN\n" in bundle and b"OWNKEY" in bundle
+    assert not (tmp_path / "pki").exists()  # nothing issued when the operator brings a certificate
+
+
+def test_missing_operator_certificate_stops_before_any_host(tmp_path: Path) -> None:
+    state = make_state(tmp_path, edge_cert_file=str(tmp_path / "nope.crt"),
+                       edge_key_file=str(tmp_path / "nope.key"))
+    with pytest.raises(DeployError, match=r"nope\.crt"):
+        run(state, d.edge)
+    assert all(commands(state, n, facts=True) == [] for n in (*MASTERS, *WORKERS))
