@@ -464,10 +464,12 @@ def etcd() -> None:
             function=_check_joinable, cluster=cluster, member=member)
     start: list[str] = []
     if not was_active:
-        # Every new member starts in the same operation, in parallel: a member of a new cluster
-        # reports ready only once a quorum of its peers is up.
+        # --no-block: a member of a new cluster reports ready only once a quorum of its peers
+        # is up, so a blocking start would need every host's start running at the same time
+        # (pyinfra's API mode without gevent's monkey-patching runs them one after another).
+        # The health gate below does the waiting, for all members at once.
         start = ["systemctl daemon-reload", f"systemctl enable {r.UNIT_NAME}",
-                 f"systemctl start {r.UNIT_NAME}"]
+                 f"systemctl start --no-block {r.UNIT_NAME}"]
     elif st.get("enabled") != "enabled":
         start = [f"systemctl enable {r.UNIT_NAME}"]
     run_commands(name="Start etcd", commands=start)
@@ -650,7 +652,7 @@ def etcd_restore(snapshot: str | Path | None = None, force: bool = False) -> Non
                  commands=[r.snapshot_restore_command(cluster, member, remote, token)])
     server.shell(name="Start etcd (all members together)", commands=[
         "systemctl daemon-reload", f"systemctl enable {r.UNIT_NAME}",
-        f"systemctl start {r.UNIT_NAME}"])
+        f"systemctl start --no-block {r.UNIT_NAME}"])
     files.file(name="Remove the uploaded snapshot", path=remote, present=False)
     gate(name="etcd: every member healthy over mutual TLS", description="health",
          check=lambda: wait_cluster_healthy(cluster), _run_once=True)
@@ -778,6 +780,6 @@ def etcd_replace_member(name: str) -> None:
                 function=_swap_member, cluster=cluster, plan=plan)
     server.shell(name="Start etcd", commands=[
         "systemctl daemon-reload", f"systemctl enable {r.UNIT_NAME}",
-        f"systemctl start {r.UNIT_NAME}"])
+        f"systemctl start --no-block {r.UNIT_NAME}"])
     python.call(name="etcd: promote the learner once it caught up", function=_promote,
                 cluster=cluster, plan=plan)

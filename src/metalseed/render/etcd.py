@@ -292,6 +292,7 @@ def snapshot_restore_command(cluster: Cluster, member: Node, snapshot: str, toke
     ]
     d = shlex.quote(data_dir)
     return (
-        f"set -e; if [ -e {d} ]; then mv {d} {d}.before-restore-$(date +%Y%m%dT%H%M%S); fi; "
+        f"set -e; rmdir {d} 2>/dev/null || true; "
+        f"if [ -e {d} ]; then mv {d} {d}.before-restore-$(date +%Y%m%dT%H%M%S); fi; "
         f"ETCDCTL_API=3 {' '.join(args)} >&2; chown -R {USER}:{USER} {d}; chmod 0700 {d}"
     )

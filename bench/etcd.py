@@ -1,0 +1,158 @@
+"""Benchmark: etcd on a lab of three bare machines.
+
+    .venv/bin/python bench/etcd.py [--kills 5] [--keep]
+
+Boots its own lab (``etcdbench``: 3 masters), and measures, through the same commands an
+operator runs:
+
+- bare machines -> healthy cluster: ``pyinfra -y inventory/lab.py deploys/etcd.py`` with an empty
+  PKI store (so certificate issuance is included), wall time of the whole command;
+- the no-change rerun of the same command, and how many operations it changed;
+- writes resuming after the leader's machine crashes, under a continuous writer (0.3 s per
+  attempt, failing over between members): the gap between the last acknowledged write before
+  the crash and the first after it, median over ``--kills`` crashes; and acknowledged writes
+  lost (must be 0).
+
+Anchors measured in the same run print beside the figures: the configured heartbeat and
+election timeout, one `ssh true` round trip, an `etcdctl put` on a master (a process start plus
+one write over mutual TLS) and a put from this machine's client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from metalseed import etcdprobe  # noqa: E402
+from metalseed.deploys.etcd import wait_cluster_healthy  # noqa: E402
+from metalseed.lab import Lab  # noqa: E402
+
+LAB = "etcdbench"
+TARGETS = {"healthy": 20.0, "rerun": 10.0, "resume": 1.5}
+
+
+def pyinfra(args: list[str]) -> tuple[float, str]:
+    exe = Path(sys.executable).with_name("pyinfra")
+    env = dict(os.environ, METALSEED_LAB=LAB)
+    start = time.monotonic()
+    proc = subprocess.run([str(exe), "-y", "inventory/lab.py", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    took = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"pyinfra failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return took, proc.stdout
+
+
+def grand_total(out: str) -> tuple[int, int]:
+    """(operations that changed something, operations without change) from pyinfra's table."""
+    m = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    if not m:
+        return -1, -1
+    def num(s: str) -> int:
+        return 0 if s == "-" else int(s)
+    return num(m.group(2)), num(m.group(4))
+
+
+def median_ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:.0f} ms" if values else "n/a"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    args = ap.parse_args()
+
+    lab = Lab(LAB)
+    lab.down()
+    lab.up(masters=3, workers=0)
+    try:
+        shutil.rmtree(REPO / "pki" / LAB, ignore_errors=True)
+        t_first, _ = pyinfra(["deploys/etcd.py"])
+        t_second, out_second = pyinfra(["deploys/etcd.py"])
+        changed_second, unchanged_second = grand_total(out_second)
+
+        inv = etcdprobe.lab_inventory(lab)
+        cluster = etcdprobe.cluster_of(inv)
+
+        ssh_rtt = []
+        for _ in range(5):
+            s = time.monotonic()
+            lab.ssh("m1", "true", check=True)
+            ssh_rtt.append(time.monotonic() - s)
+        # Timed on the master itself, so the SSH round trip is not in it.
+        ctl = lab.ssh("m1", "set -a; . /etc/metalseed/etcd/etcdctl.env; set +a; "
+                            "for i in 1 2 3 4 5 6 7 8 9 10; do s=$(date +%s%N); "
+                            "etcdctl put /bench/anchor $i >/dev/null; e=$(date +%s%N); "
+                            "echo $(( (e - s) / 1000 )); done", check=True).stdout.split()
+        etcdctl_put = [int(us) / 1e6 for us in ctl]
+        with etcdprobe.client(cluster) as c:
+            client_put = []
+            for i in range(50):
+                s = time.monotonic()
+                c.put("/bench/client", str(i))
+                client_put.append(time.monotonic() - s)
+
+            gaps: list[float] = []
+            lost = 0
+            acked = 0
+            for k in range(args.kills):
+                wait_cluster_healthy(cluster, timeout=60)
+                leader = etcdprobe.leader(cluster, c)
+                writer = etcdprobe.Writer(cluster, prefix=f"/bench/kill{k}/")
+                with writer:
+                    writer.wait_acks(50)
+                    t_crash = time.monotonic()
+                    lab.crash(leader.name)
+                    writer.wait_acks(50, timeout=20)
+                gaps.append(writer.gap_around(t_crash))
+                present = set(c.get_prefix(f"/bench/kill{k}/"))
+                lost += len(writer.lost(present))
+                acked += len(writer.acked)
+                print(f"  kill {k + 1}: leader {leader.name} crashed, writes resumed after "
+                      f"{gaps[-1] * 1000:.0f} ms", flush=True)
+                lab.restart(leader.name)
+            wait_cluster_healthy(cluster, timeout=60)
+    finally:
+        if not args.keep:
+            lab.down()
+
+    resume = statistics.median(gaps)
+    rows = [
+        ("bare lab machines -> healthy cluster", f"{t_first:.1f} s",
+         f"target < {TARGETS['healthy']:.0f} s"),
+        ("no-change rerun", f"{t_second:.1f} s",
+         f"target < {TARGETS['rerun']:.0f} s; {changed_second} changed, "
+         f"{unchanged_second} unchanged operations"),
+        (f"writes resume after leader crash (median of {len(gaps)})", f"{resume * 1000:.0f} ms",
+         f"target < {TARGETS['resume'] * 1000:.0f} ms; all: "
+         + ", ".join(f"{g * 1000:.0f}" for g in gaps)),
+        ("acknowledged writes lost", f"{lost}", f"of {acked} acknowledged; must be 0"),
+        ("anchor: heartbeat / election timeout", f"{cluster.etcd.heartbeat_ms} / "
+         f"{cluster.etcd.election_ms} ms", "from the model"),
+        ("anchor: ssh true round trip (median)", median_ms(ssh_rtt), ""),
+        ("anchor: etcdctl put on a master (median)", median_ms(etcdctl_put),
+         "process start + one write over mTLS"),
+        ("anchor: client put from here (median)", median_ms(client_put), "python-etcd3, mTLS"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print()
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>10}  {note}")
+    ok = (t_first < TARGETS["healthy"] and t_second < TARGETS["rerun"]
+          and resume < TARGETS["resume"] and lost == 0 and changed_second == 0)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Driving etcd on a lab, for tests/lab/test_etcd.py and bench/etcd.py: deploys through pyinfra's
+API, a continuous writer that records every acknowledged write, leader lookup."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metalseed import etcdclient
+from metalseed.errors import DeployError
+from metalseed.model import Cluster, Node, cluster_from_inventory
+
+
+def lab_inventory(lab: Any, masters: Sequence[str] | None = None,
+                  workers: Sequence[str] | None = None, **extra: Any) -> Any:
+    """A pyinfra Inventory of a lab; ``masters``/``workers`` re-assign machines to groups (a
+    worker machine standing in for a fresh master, say)."""
+    from pyinfra.api import Inventory
+
+    from metalseed.lab.inventory import cluster_data, host_data
+
+    s = lab.require_state()
+    by_name = {m.name: m for m in s.machines}
+    m_names = list(masters) if masters is not None else [m.name for m in s.masters]
+    w_names = list(workers) if workers is not None else [m.name for m in s.workers
+                                                         if m.name not in m_names]
+    names = m_names + w_names
+    return Inventory(
+        ([(n, host_data(s, by_name[n])) for n in names], {**cluster_data(s), **extra}),
+        masters=(m_names, {}), workers=(w_names, {}),
+    )
+
+
+@dataclass
+class RunResult:
+    state: Any
+    changed: dict[str, list[str]]
+    """host -> names of the operations that changed something."""
+    seconds: float
+
+
+def run_deploy(inventory: Any, deploy: Callable[..., Any], **kwargs: Any) -> RunResult:
+    """Run one deploy through pyinfra's API; DeployError naming the hosts that failed."""
+    from pyinfra.api import Config, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.api.deploy import add_deploy
+    from pyinfra.api.operations import run_ops
+
+    start = time.monotonic()
+    state = State(inventory, Config())
+    connect_all(state)
+    add_deploy(state, deploy, **kwargs)
+    run_ops(state)
+    seconds = time.monotonic() - start
+    failed = {h.name for h in state.failed_hosts}
+    failed |= {h.name for h in state.inventory if state.get_results_for_host(h).error_ops}
+    if failed:
+        raise DeployError(f"{getattr(deploy, '__name__', deploy)} failed on {sorted(failed)}")
+    changed: dict[str, list[str]] = {}
+    for h in state.inventory:
+        for op in state.get_op_order():
+            data = state.ops[h].get(op)
+            if data is not None and data.operation_meta.did_change():
+                changed.setdefault(h.name, []).append(sorted(state.get_op_meta(op).names)[0])
+    return RunResult(state, changed, seconds)
+
+
+def client(cluster: Cluster, timeout: float = 2.0) -> etcdclient.EtcdClient:
+    from metalseed.deploys.etcd import client_for
+
+    return client_for(cluster, timeout=timeout)
+
+
+def cluster_of(inventory: Any) -> Cluster:
+    return cluster_from_inventory(inventory)
+
+
+def leader(cluster: Cluster, c: etcdclient.EtcdClient) -> Node:
+    """The master whose member is the leader, as the healthy members agree."""
+    from metalseed.render.etcd import member_client_url
+
+    by_url = {member_client_url(cluster, m): m for m in cluster.masters}
+    ids = {}
+    leaders = set()
+    for url in by_url:
+        try:
+            st = c.status(url, timeout=1.0)
+        except etcdclient.EtcdError:
+            continue
+        ids[st.member_id] = by_url[url]
+        if st.leader:
+            leaders.add(st.leader)
+    if len(leaders) != 1 or next(iter(leaders)) not in ids:
+        raise DeployError(f"no agreed etcd leader (leaders seen: {leaders})")
+    return ids[next(iter(leaders))]
+
+
+@dataclass
+class Writer:
+    """Writes ``/probe/<run>/<seq>`` as fast as acknowledgements come, through any member that
+    answers; keeps every acknowledged sequence number with its time."""
+
+    cluster: Cluster
+    prefix: str = "/probe/"
+    attempt_timeout: float = 0.3
+    acked: list[tuple[int, float]] = field(default_factory=list)
+    attempts: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Writer:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="etcd-writer")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        seq = 0
+        with client(self.cluster, timeout=self.attempt_timeout) as c:
+            while not self._stop.is_set():
+                self.attempts += 1
+                key = f"{self.prefix}{seq:08d}"
+                try:
+                    c.put(key, str(seq), timeout=self.attempt_timeout)
+                except etcdclient.EtcdError:
+                    # Unacknowledged: it may or may not have been applied; only acknowledged
+                    # writes are promised. The next attempt uses a new key.
+                    seq += 1
+                    continue
+                self.acked.append((seq, time.monotonic()))
+                seq += 1
+
+    def wait_acks(self, count: int, timeout: float = 10.0) -> None:
+        start = len(self.acked)
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < start + count:
+            if time.monotonic() > deadline:
+                raise DeployError(f"the writer got {len(self.acked) - start} of {count} "
+                                  f"acknowledgements in {timeout:.0f}s")
+            time.sleep(0.02)
+
+    def last_ack_before(self, t: float) -> float:
+        return max((at for _, at in self.acked if at <= t), default=float("nan"))
+
+    def first_ack_after(self, t: float) -> float:
+        return min((at for _, at in self.acked if at > t), default=float("nan"))
+
+    def gap_around(self, t: float) -> float:
+        """Seconds without an acknowledged write around moment ``t``."""
+        return self.first_ack_after(t) - self.last_ack_before(t)
+
+    def lost(self, present: set[str]) -> list[int]:
+        return [seq for seq, _ in self.acked if f"{self.prefix}{seq:08d}" not in present]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
