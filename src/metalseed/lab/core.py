@@ -181,7 +181,10 @@ class Lab:
 
     def _start(self, m: MachineState) -> MachineState:
         pid = machine.boot(self.name, self.paths, m, self.layout)
-        leader = machine.find_leader(pid)
+        try:
+            leader = machine.find_leader(pid)
+        except LabError as e:
+            raise LabError(f"{m.name}: {e}\n{self._console_tail(m.name)}") from e
         return MachineState(m.name, m.role, m.address, m.netns, m.veth, pid, leader)
 
     def down(self) -> None:
@@ -217,6 +220,11 @@ class Lab:
             names.add(ns.rsplit("-", 1)[1])
         return {n for n in names if planmod.netns_pattern(self.name).match(f"ms-{self.name}-{n}")}
 
+    def _machine_stub(self, name: str) -> MachineState:
+        """Names of a machine's host objects, which follow from lab and machine name alone."""
+        return MachineState(name, planmod.machine_role(name), ipaddress.IPv4Address(0),
+                            planmod.netns_name(self.name, name), planmod.veth_name(self.name, name))
+
     def _teardown(self, s: LabState | None) -> None:
         for name in sorted(self._known_machines(s)):
             recorded: list[int] = []
@@ -226,6 +234,7 @@ class Lab:
                     if machine.is_ours(m.nspawn_pid, self.paths, name):
                         recorded = [p for p in (m.nspawn_pid, m.leader_pid) if p]
             machine.kill(self.name, name, self.layout, recorded)
+            machine.remove_nspawn_leftovers(self.paths, self._machine_stub(name))
         for mount in machine.mounts_under(self.paths.root):
             machine.umount(mount)
         for veth in net.links_matching(planmod.veth_pattern(self.name)):

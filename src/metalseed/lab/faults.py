@@ -35,6 +35,7 @@ def crash(lab: Lab, name: str) -> None:
     if machine.is_ours(m.nspawn_pid, lab.paths, name):
         recorded = [p for p in (m.nspawn_pid, m.leader_pid) if p]
     machine.kill(lab.name, name, lab.layout, recorded)
+    machine.remove_nspawn_leftovers(lab.paths, m)
     net.delete_link(m.veth)
     net.delete_netns(m.netns)
     lab._save(s.with_machine(MachineState(m.name, m.role, m.address, m.netns, m.veth)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -133,7 +134,10 @@ def boot(
         f"--network-namespace-path=/run/netns/{m.netns}",
         # keepalived adds the VIP over netlink and sends VRRP over raw sockets.
         "--capability=CAP_NET_ADMIN,CAP_NET_RAW",
-        "-M", m.name,
+        # The machine name keys nspawn's host-side files (/run/systemd/nspawn/propagate/NAME):
+        # it must be unique on the host, so it is the lab-prefixed netns name, not the hostname.
+        "-M", m.netns,
+        "--hostname", m.name,
         "--console=pipe",
     ]
     try:
@@ -171,6 +175,22 @@ def find_leader(nspawn_pid: int, timeout: float = 5) -> int:
             break
         time.sleep(0.02)
     raise LabError(f"systemd-nspawn (PID {nspawn_pid}) did not start systemd")
+
+
+NSPAWN_RUN = Path("/run/systemd/nspawn")
+
+
+def remove_nspawn_leftovers(paths: LabPaths, m: MachineState) -> None:
+    """Remove what a SIGKILLed nspawn cannot: its propagation dir and its image lock file.
+
+    Call while the overlay is still mounted: the lock file is named after the root's inode.
+    """
+    shutil.rmtree(NSPAWN_RUN / "propagate" / m.netns, ignore_errors=True)
+    root = paths.rootfs(m.name)
+    if is_mounted(root):
+        st = os.stat(root)
+        with contextlib.suppress(FileNotFoundError):
+            (NSPAWN_RUN / "locks" / f"inode-{st.st_dev}:{st.st_ino}").unlink()
 
 
 def is_ours(pid: int | None, paths: LabPaths, name: str) -> bool:

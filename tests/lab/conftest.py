@@ -1,0 +1,89 @@
+"""Fixtures for tests on real lab machines (marked ``lab``).
+
+One lab, named ``test`` (3 masters m1-m3, 2 workers w1-w2), is booted once per session and shared
+by every lab test (etcd, edge, ...); it is always removed at the end, also after failures. An
+operator's own lab (``lab``) is never touched: it has another name, bridge, /24 and netns.
+
+Tests that inject faults undo them before they return, so later tests find every machine up.
+
+- ``lab``: the :class:`metalseed.lab.Lab`, up; ``$METALSEED_LAB`` is ``test`` while it lives,
+  so ``inventory/lab.py`` (and ``pyinfra inventory/lab.py ...``) reads this lab.
+- ``lab_inventory``: path of inventory/lab.py.
+- ``run_pyinfra``: ``run_pyinfra("deploys/etcd.py")`` runs the pyinfra CLI on the lab from the
+  repository root and returns the CompletedProcess (add ``check=False`` to inspect failures).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from metalseed.lab import Lab
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_INVENTORY = REPO / "inventory" / "lab.py"
+TEST_LAB = "test"
+MASTERS = 3
+WORKERS = 2
+
+
+def lab_unavailable() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if not sys.platform.startswith("linux"):
+        return "the lab needs Linux"
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    if not shutil.which("systemd-nspawn"):
+        return "the lab needs systemd-nspawn (apt-get install systemd-container)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    the_lab = Lab(TEST_LAB)
+    previous = os.environ.get("METALSEED_LAB")
+    os.environ["METALSEED_LAB"] = TEST_LAB
+    try:
+        # A session that died (killed pytest, host crash) may have left its lab: start clean.
+        the_lab.down()
+        the_lab.up(MASTERS, WORKERS)
+        yield the_lab
+    finally:
+        the_lab.down()
+        if previous is None:
+            os.environ.pop("METALSEED_LAB", None)
+        else:
+            os.environ["METALSEED_LAB"] = previous
+
+
+@pytest.fixture(scope="session")
+def lab_inventory(lab: Lab) -> Path:
+    return LAB_INVENTORY
+
+
+@pytest.fixture(scope="session")
+def run_pyinfra(lab: Lab) -> Callable[..., subprocess.CompletedProcess[str]]:
+    pyinfra = Path(sys.executable).with_name("pyinfra")
+
+    def run(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[
+        str
+    ]:
+        argv = [str(pyinfra), "-y", str(LAB_INVENTORY), *args]
+        env = dict(os.environ, METALSEED_LAB=lab.name)
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            pytest.fail(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                        f"{proc.stderr[-4000:]}")
+        return proc
+
+    return run
