@@ -77,6 +77,7 @@ class Sample:
     end: float
     ok: bool
     node: str = ""
+    error: str = ""
 
 
 @dataclass
@@ -117,10 +118,12 @@ class Client:
             t0 = time.time()
             try:
                 reply = get(self.address, self.port, host=self.host, ctx=self.ctx, timeout=self.timeout)
-                ok, node = reply.status == 200, reply.fields.get("node", "")
-            except OSError:
-                ok, node = False, ""
-            self.samples.append(Sample(t0, time.time(), ok, node))
+                ok, node, error = reply.status == 200, reply.fields.get("node", ""), ""
+                if not ok:
+                    error = f"HTTP {reply.status}"
+            except OSError as e:
+                ok, node, error = False, "", f"{type(e).__name__}: {e}"
+            self.samples.append(Sample(t0, time.time(), ok, node, error))
             self._stop.wait(self.pause)
 
     def failures(self, since: float = 0.0) -> list[Sample]:
@@ -141,7 +144,9 @@ class Client:
             if len(tail) == count and all(s.ok for s in tail):
                 return
             time.sleep(0.05)
-        raise HealthCheckError(f"the edge did not answer {count} requests in a row within {timeout} s")
+        errors = sorted({s.error for s in self.samples[-50:] if s.error})
+        raise HealthCheckError(f"the edge did not answer {count} requests in a row within {timeout} s"
+                               f" (last errors: {'; '.join(errors[:3]) or 'none'})")
 
 
 def holder(lab: Shell, cluster: Cluster, names: Sequence[str] | None = None) -> str | None:

@@ -1,0 +1,212 @@
+"""The HA edge on real lab machines: HTTPS on the VIP to the (lab stand-in) ingress, TLS quality by a
+real scanner, VIP failover under a continuous client, a dead worker, idempotence.
+
+Traffic goes only to the VIP and lab machine addresses; every client loop is bounded. Every fault is
+undone before its test returns: the lab ends with all machines up, the edge converged, m1 holding
+the VIP.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from metalseed import edgeprobe as probe
+from metalseed.lab import Lab
+from metalseed.model import Cluster, cluster_from_inventory
+from metalseed.pki.issue import store_for
+from metalseed.render import edge as r
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+RunPyinfra = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def converge(lab: Lab, run_pyinfra: RunPyinfra) -> subprocess.CompletedProcess[str]:
+    probe.ensure_nonlocal_bind(lab)  # the lab cannot let the deploy set it (read-only /proc/sys)
+    return run_pyinfra("deploys/edge.py")
+
+
+def grand_total(output: str) -> dict[str, str]:
+    """The 'Grand total' row of pyinfra's results table: hosts, success, error, no change."""
+    line = next(x for x in output.splitlines() if x.strip().startswith("Grand total"))
+    cols = line.split()[2:]
+    return dict(zip(("hosts", "success", "error", "no_change"), cols, strict=False))
+
+
+@pytest.fixture(scope="module")
+def edge(lab: Lab, run_pyinfra: RunPyinfra) -> Iterator[Cluster]:
+    converge(lab, run_pyinfra)
+    cluster = cluster_from_inventory(probe.lab_inventory(lab))
+    probe.wait_holder(lab, cluster, expected=r.expected_holder(cluster).name)
+    yield cluster
+
+
+@pytest.fixture(scope="module")
+def ca(edge: Cluster) -> Path:
+    path = store_for(edge).cert_path("edge/ca")
+    return path if path.is_absolute() else REPO / path
+
+
+def vip(c: Cluster) -> str:
+    return str(c.vip)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_https_on_the_vip_reaches_the_workers_with_host_intact(edge: Cluster, ca: Path) -> None:
+    ctx = probe.tls_context(ca)
+    nodes = set()
+    for _ in range(12):
+        reply = probe.get(vip(edge), edge.edge.https_port, host="app.example.test", ctx=ctx)
+        assert reply.status == 200
+        assert reply.fields["host"] == "app.example.test"
+        assert reply.fields["proto"] == "https"
+        assert reply.fields["xff"]  # the client's address, set by the edge
+        assert reply.headers["strict-transport-security"] == f"max-age={edge.edge.hsts_max_age}"
+        nodes.add(reply.fields["node"])
+    assert nodes == {w.name for w in edge.workers}
+
+    out = subprocess.run(["curl", "-sS", "--max-time", "5", "--cacert", str(ca), "-H",
+                          "Host: shop.example.test", f"https://{vip(edge)}/cart"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "host=shop.example.test" in out and "proto=https" in out
+
+
+def test_http_redirects_to_https(edge: Cluster) -> None:
+    reply = probe.get(vip(edge), edge.edge.http_port, path="/a/b?c=1", host="app.example.test")
+    assert reply.status == 308
+    assert reply.headers["location"] == "https://app.example.test/a/b?c=1"
+
+
+def test_served_chain_verifies_against_the_edge_ca(edge: Cluster, ca: Path) -> None:
+    res = subprocess.run(["openssl", "s_client", "-connect", f"{vip(edge)}:{edge.edge.https_port}",
+                          "-CAfile", str(ca), "-verify_return_error", "-brief"],
+                         input="", capture_output=True, text=True, timeout=15)
+    assert res.returncode == 0, res.stderr
+    assert "Verification: OK" in res.stderr
+
+
+def test_api_port_is_forwarded_as_tcp(edge: Cluster, lab: Lab) -> None:
+    # No API server in the lab: nginx accepts on VIP:6443 and has nowhere to pass the bytes, but
+    # the listener and the stream config are live on every master (nginx -t passes there too).
+    probe.wait_port(vip(edge), edge.apiserver_port, timeout=5)
+    for m in edge.masters:
+        res = lab.ssh(m.name, "nginx -T 2>/dev/null | grep -c 'proxy_pass metalseed_apiserver'",
+                      timeout=10)
+        assert res.stdout.strip() == "1"
+
+
+@pytest.mark.skipif(shutil.which("testssl") is None, reason="testssl.sh is not installed")
+def test_tls_quality_by_testssl(edge: Cluster, tmp_path: Path) -> None:
+    report = tmp_path / "testssl.json"
+    # Protocols, cipher categories, forward secrecy, headers; no DNS, no OCSP/CRL (no --phone-out):
+    # it talks to the VIP only.
+    subprocess.run(["testssl", "--quiet", "--color", "0", "--nodns", "none", "--warnings", "off",
+                    "--connect-timeout", "3", "--openssl-timeout", "5", "--jsonfile", str(report),
+                    "-p", "-s", "-f", "-h", f"https://{vip(edge)}:{edge.edge.https_port}/"],
+                   capture_output=True, text=True, timeout=180, check=False)
+    findings = {f["id"]: f for f in json.loads(report.read_text())}
+    for proto in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
+        assert findings[proto]["finding"] == "not offered", findings[proto]
+    assert findings["TLS1_2"]["finding"] == "offered"
+    assert findings["TLS1_3"]["finding"].startswith("offered")
+    for weak in ("cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW",
+                 "cipherlist_3DES_IDEA", "cipherlist_AVERAGE"):
+        assert findings[weak]["finding"] == "not offered", findings[weak]
+    assert findings["PFS"]["severity"] == "OK" and findings["PFS"]["finding"] == "offered"
+    assert findings["HSTS_time"]["severity"] == "OK"
+    bad = {k: f["finding"] for k, f in findings.items() if f["severity"] in ("HIGH", "CRITICAL")}
+    assert bad == {}
+
+
+def test_second_run_changes_nothing(edge: Cluster, lab: Lab, run_pyinfra: RunPyinfra) -> None:
+    t0 = time.monotonic()
+    proc = converge(lab, run_pyinfra)
+    total = grand_total(proc.stdout + proc.stderr)
+    took = time.monotonic() - t0
+    assert total["success"] == "-" and total["error"] == "-"
+    # Two operations (the edge, the lab stand-in), each on every host, none changed anything.
+    assert total["no_change"] == total["hosts"] == str(2 * len(edge.nodes))
+    print(f"\nedge: no-change run on {len(edge.nodes)} machines took {took:.2f} s")
+
+
+def test_crash_of_a_worker_costs_no_request(edge: Cluster, lab: Lab, ca: Path,
+                                            run_pyinfra: RunPyinfra) -> None:
+    victim = edge.workers[-1].name
+    # A request that meets the dead worker waits out the edge's connect timeout, then is served
+    # by the next worker: slower, not failed. The client's timeout allows for that.
+    with probe.Client(vip(edge), edge.edge.https_port, probe.tls_context(ca), timeout=5,
+                      pause=0.02, max_seconds=60) as client:
+        try:
+            client.wait_ok(20, timeout=20)
+            t0 = time.time()
+            lab.crash(victim)
+            time.sleep(8)  # past the worker's fail_timeout: it is retried (and fails over) again
+            client.stop()
+            after = [s for s in client.samples if s.start >= t0]
+            assert len(after) > 50
+            assert client.failures(t0) == []
+            assert {s.node for s in after[-20:]} == {w.name for w in edge.workers if w.name != victim}
+            slowest = max(s.end - s.start for s in after)
+            print(f"\nedge: worker {victim} crashed: {len(after)} requests, 0 failed, "
+                  f"slowest {slowest:.2f} s")
+        finally:
+            lab.restart(victim)
+            converge(lab, run_pyinfra)
+    probe.wait_port(str(edge.node(victim).address), edge.ingress_http_nodeport, timeout=20)
+
+
+def test_crash_of_the_vip_holder_moves_the_vip(edge: Cluster, lab: Lab, ca: Path,
+                                               run_pyinfra: RunPyinfra) -> None:
+    old = probe.wait_holder(lab, edge, expected=r.expected_holder(edge).name)
+    with probe.Client(vip(edge), edge.edge.https_port, probe.tls_context(ca), timeout=0.5,
+                      max_seconds=90) as client:
+        try:
+            client.wait_ok(20, timeout=20)
+            t0 = time.time()
+            lab.crash(old)
+            others = [m.name for m in edge.masters if m.name != old]
+            new = probe.wait_holder(lab, edge, names=others, timeout=20)
+            client.wait_ok(20, timeout=20)
+            client.stop()
+            took = probe.became_master(lab, new, since=t0 - 1)
+            assert took is not None
+            failover = took - t0
+            failed = len(client.failures(t0))
+            outage = client.outage(t0)
+            formula = r.master_down_interval(edge, edge.node(new))
+            print(f"\nedge: holder {old} crashed -> {new} in {failover:.3f} s "
+                  f"(VRRP formula {formula:.3f} s); {failed} requests failed, outage {outage:.2f} s")
+            assert new == edge.masters[1].name  # the next priority, predictably
+            assert failover < formula + 1.5
+            # The client sends about every 10 ms with a 0.5 s timeout: failures are bounded by the
+            # outage, not by the request rate.
+            assert outage < formula + 2.5
+            assert failed <= (formula + 2.5) / 0.5 + 5
+        finally:
+            lab.restart(old)
+            converge(lab, run_pyinfra)
+    probe.wait_holder(lab, edge, expected=old, timeout=30)  # preemption: m1 takes it back
+
+
+def test_nginx_stopped_on_the_holder_moves_the_vip(edge: Cluster, lab: Lab,
+                                                   run_pyinfra: RunPyinfra) -> None:
+    old = probe.wait_holder(lab, edge, expected=r.expected_holder(edge).name)
+    try:
+        lab.stop_service(old, "nginx.service")
+        others = [m.name for m in edge.masters if m.name != old]
+        new = probe.wait_holder(lab, edge, names=others, timeout=20)
+        assert new != old
+        assert probe.holder(lab, edge, names=[old]) is None  # FAULT state: the VIP is gone from it
+    finally:
+        converge(lab, run_pyinfra)  # starts nginx again
+    probe.wait_holder(lab, edge, expected=old, timeout=30)
