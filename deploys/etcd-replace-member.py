@@ -11,4 +11,4 @@ from metalseed.errors import DeployError
 name = os.environ.get("METALSEED_ETCD_REPLACE")
 if not name:
     raise DeployError("name the member to replace: METALSEED_ETCD_REPLACE=<master name>")
-etcd_replace_member(name=name)
+etcd_replace_member(member_name=name)

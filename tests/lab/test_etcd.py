@@ -284,7 +284,7 @@ def _replace(lab: Lab, masters: list[str], name: str) -> tuple[float, int]:
     cluster = etcdprobe.cluster_of(inv)
     with etcdprobe.Writer(cluster, prefix=f"/t/replace-{name}/") as writer:
         writer.wait_acks(20)
-        etcdprobe.run_deploy(inv, d.etcd_replace_member, name=name)
+        etcdprobe.run_deploy(inv, d.etcd_replace_member, member_name=name)
         writer.wait_acks(20)
     times = [t for _, t in writer.acked]
     gap = max(b - a for a, b in itertools.pairwise(times))

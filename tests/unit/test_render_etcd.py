@@ -69,7 +69,6 @@ def test_timing_ports_and_data_dir_come_from_the_model() -> None:
     assert e["ETCD_LISTEN_PEER_URLS"] == "https://10.20.0.11:12380"
     assert e["ETCD_LISTEN_METRICS_URLS"] == "http://127.0.0.1:12381"
     assert e["ETCD_DATA_DIR"] == "/srv/etcd"
-    assert "ReadWritePaths=/srv/etcd" in r.render_unit(c, c.masters[0])
 
 
 def test_bootstrap_settings_live_apart_from_the_member_settings() -> None:

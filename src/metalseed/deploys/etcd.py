@@ -756,15 +756,16 @@ def _promote(state: State, host: Host, cluster: Cluster, plan: ReplacePlan,
 
 
 @deploy("etcd replace member")
-def etcd_replace_member(name: str) -> None:
-    """Bring member ``name`` up on the machine the inventory now gives it (a fresh one), without
+def etcd_replace_member(member_name: str) -> None:
+    """Bring member ``member_name`` up on the machine the inventory now gives it (a fresh one), without
     losing quorum: remove the old member, add the new one as a learner, start it, promote it."""
     cluster = cluster_from_inventory(current_host.inventory)
+    # (Not `name`: pyinfra takes that keyword for the operation name.)
     member = _this_master(cluster)
-    if member is None or member.name != name:
+    if member is None or member.name != member_name:
         return
     _ensure_pki(cluster, current_host.inventory)
-    plan = _membership_plan(cluster, name)
+    plan = _membership_plan(cluster, member_name)
     st = _host_state(cluster, current_host)
     run_commands(name="Install etcd", commands=install_commands(cluster, st))
     resumed = plan.already_added is not None and plan.already_added.started
@@ -772,7 +773,9 @@ def etcd_replace_member(name: str) -> None:
         d = shlex.quote(cluster.etcd.data_dir)
         server.shell(name="Set aside this machine's old etcd data", commands=[
             f"systemctl stop {r.UNIT_NAME}",
-            f"if [ -e {d} ]; then mv {d} {d}.replaced-$(date +%Y%m%dT%H%M%S); fi"])
+            # Recreated at once: the file check of this run saw it and will not create it.
+            f"if [ -e {d} ]; then mv {d} {d}.replaced-$(date +%Y%m%dT%H%M%S); fi",
+            f"install -d -m 700 -o {r.USER} -g {r.USER} {d}"])
     bootstrap = r.render_bootstrap(plan.initial_cluster, "existing", r.cluster_token(cluster))
     dirs, want = host_files(cluster, member, bootstrap)
     converge_files(name="etcd files (config, unit, certificates)", dirs=dirs, want=want)

@@ -220,7 +220,6 @@ def render_etcdctl_env(cluster: Cluster) -> str:
 
 def render_unit(cluster: Cluster, member: Node) -> str:
     etcd = f"{binary_dir(cluster)}/etcd"
-    data_dir = cluster.etcd.data_dir
     return f"""\
 # Written by metalseed (deploys/etcd.py); edits are overwritten.
 [Unit]
@@ -245,10 +244,10 @@ TimeoutStartSec=120s
 LimitNOFILE=65536
 UMask=0077
 NoNewPrivileges=yes
+# /usr, /boot and /etc read-only for etcd; its data directory under /var stays writable.
 ProtectSystem=full
 ProtectHome=yes
 PrivateTmp=yes
-ReadWritePaths={data_dir}
 
 [Install]
 WantedBy=multi-user.target
