@@ -19,12 +19,14 @@ def test_dump_command_reads_real_files_and_parses(tmp_path: Path) -> None:
     (etc / "etcd").mkdir(parents=True)
     (etc / "etcd" / "server.crt").write_bytes((c.pki_dir / "etcd/m1/server.crt").read_bytes())
     (etc / "etcd" / "server.key").write_bytes((c.pki_dir / "etcd/m1/server.key").read_bytes())
-    # A chain file: the leaf first, then its CA.
+    # A bundle file as nginx gets it: the chain (leaf first, then its CA), then the key.
     (etc / "edge.pem").write_bytes((c.pki_dir / "edge/server.crt").read_bytes()
-                                   + (c.pki_dir / "edge/ca.crt").read_bytes())
+                                   + (c.pki_dir / "edge/ca.crt").read_bytes()
+                                   + (c.pki_dir / "edge/server.key").read_bytes())
     (etc / "broken.crt").write_text("not a certificate\n")
     out = subprocess.run(["sh", "-c", dump_command([str(etc), str(tmp_path / "absent")])],
                          capture_output=True, text=True, check=True).stdout
+    assert "PRIVATE KEY" not in out  # keys never leave the host
     items = {Path(i.path).name: i for i in parse_dump("m1", out)}
     assert set(items) == {"server.crt", "edge.pem", "broken.crt"}  # keys are never read
     assert items["edge.pem"].info is not None and items["edge.pem"].info.common_name == "prod-edge"

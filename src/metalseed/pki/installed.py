@@ -41,7 +41,9 @@ def dump_command(dirs: Iterable[str] = SCAN_DIRS) -> str:
         f"for d in {quoted}; do [ -d \"$d\" ] || continue; "
         "find \"$d\" -type f \\( -name '*.crt' -o -name '*.pem' \\) ! -name '*key*' -print; "
         "done | sort | while read -r f; do "
-        f"echo '{_MARK}'\"$f\"; cat \"$f\"; echo; done"
+        # Only CERTIFICATE blocks leave the host: a bundle file may also hold the private key.
+        f"echo '{_MARK}'\"$f\"; sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' "
+        "\"$f\"; echo; done"
     )
 
 
