@@ -1,0 +1,33 @@
+"""The daily on-host certificate expiry check on the masters (script + service + timer)."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from metalseed.deploys.edge import HostSpec, ManagedFile, converge
+from metalseed.model import cluster_from_inventory
+from metalseed.render import certcheck as r
+
+OP = "certcheck: daily expiry check on the masters"
+
+
+def master_spec() -> HostSpec:
+    cluster = cluster_from_inventory(host.inventory)
+    return HostSpec(
+        files=(
+            ManagedFile(r.SCRIPT_PATH, r.render_script(cluster).encode(), mode=0o755),
+            ManagedFile(r.SERVICE_PATH, r.render_service().encode(), unit_file=True),
+            ManagedFile(r.TIMER_PATH, r.render_timer().encode(), unit_file=True,
+                        unit=r.TIMER_NAME, restart=True),
+        ),
+        units=(r.TIMER_NAME,),
+    )
+
+
+@deploy("metalseed certificate expiry check (systemd timer)")
+def certcheck() -> None:
+    cluster = cluster_from_inventory(host.inventory)
+    node = cluster.node(host.name)
+    # Every host runs the operation (workers with nothing to do) so API-mode ordering holds.
+    converge(name=OP, spec=master_spec() if node.is_master else HostSpec())
