@@ -126,8 +126,8 @@ def test_bare_masters_get_everything_in_one_serial_operation(
 
     cmds = commands(state, "m1")
     assert "apt-get install" in cmds[0] and "libnginx-mod-stream" in cmds[0]
-    assert cmds.index("sysctl -q -w net.ipv4.ip_nonlocal_bind=1") < next(
-        i for i, c in enumerate(cmds) if c.startswith("nginx -t -q -c"))
+    sysctl = next(i for i, c in enumerate(cmds) if c.startswith("sysctl -q -w net.ipv4.ip_nonlocal_bind=1"))
+    assert sysctl < next(i for i, c in enumerate(cmds) if c.startswith("nginx -t -q -c"))
     assert "systemctl start nginx.service" in cmds and "systemctl start keepalived.service" in cmds
     assert cmds.index("systemctl start nginx.service") < cmds.index("systemctl start keepalived.service")
     assert "systemctl reload nginx.service" not in cmds

@@ -188,7 +188,10 @@ def plan(spec: HostSpec, st: HostState) -> list[Step]:
                      "-o Dpkg::Options::=--force-confold " + " ".join(missing))
     for key, value in spec.sysctls:
         if st.sysctls.get(key) != value:
-            steps.append(f"sysctl -q -w {key}={shlex.quote(value)}")
+            setting = f"{key}={shlex.quote(value)}"
+            # In a container /proc/sys is often read-only: say so instead of failing obscurely.
+            steps.append(f"sysctl -q -w {setting} || {{ echo 'metalseed: cannot set {key} here "
+                         f"(read-only /proc/sys?); set it on the host' >&2; exit 1; }}")
 
     drifted = [f for f in spec.files if st.files.get(f.path) != (f.sha256, f.mode)]
     changed = [f for f in drifted if st.files.get(f.path, ("", -1))[0] != f.sha256]
