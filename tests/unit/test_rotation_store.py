@@ -45,6 +45,7 @@ def test_three_phases_keep_trust_at_every_step(cluster: Cluster, tmp_path: Path)
     assert rotation.phase(store, CA) == "trust"
     bundle = rotation.trust_bundle(store, CA)
     assert bundle.count(b"BEGIN CERTIFICATE") == 2
+    assert rotation.bundle_path(store, CA).read_bytes() == bundle  # what deploys ship
     assert verifies(bundle, old_leaf, tmp_path)
     assert init_pki(cluster, now=NOW).actions == []  # phase 1 re-issues nothing
 
@@ -66,6 +67,7 @@ def test_three_phases_keep_trust_at_every_step(cluster: Cluster, tmp_path: Path)
     assert rotation.phase(store, CA) == rotation.STEADY
     bundle = rotation.trust_bundle(store, CA)
     assert bundle.count(b"BEGIN CERTIFICATE") == 1
+    assert rotation.bundle_path(store, CA).read_bytes() == store.cert_path(CA).read_bytes()
     assert verifies(bundle, new_leaf, tmp_path) and not verifies(bundle, old_leaf, tmp_path)
     assert list((store.root / "retired").glob("etcd-ca-*.crt"))
     assert not store.key_path(CA + PREVIOUS).exists()

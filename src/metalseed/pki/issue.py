@@ -90,6 +90,11 @@ def init_pki(cluster: Cluster, now: dt.datetime | None = None,
         store.write(store.root / f"{SERVICE_ACCOUNT_KEY}.pub", px.public_pem(sa_key), secret=False)
         report.actions.append(Action(SERVICE_ACCOUNT_KEY, "created", "no service-account key yet"))
 
+    from metalseed.pki.rotation import write_bundles  # rotation builds on this module
+
+    for ca_id in write_bundles(cluster):
+        report.actions.append(Action(f"{ca_id}-bundle", "written", "trust bundle changed"))
+
     for spec, status in inv.leaves:
         cert: x509.Certificate | None = status.cert
         key: px.PrivateKey | None = status.key

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
+from pathlib import Path
 
 from metalseed.errors import PKIError
 from metalseed.model import Cluster
@@ -40,6 +41,18 @@ def phase(store: Store, ca_id: str) -> str:
     if store.cert_path(ca_id + PREVIOUS).exists():
         return "reissue"
     return STEADY
+
+
+def bundle_path(store: Store, ca_id: str) -> Path:
+    """``<ca>-bundle.crt``: what hosts and clients trust for ``ca_id`` (see :func:`trust_bundle`)."""
+    return store.root / f"{ca_id}-bundle.crt"
+
+
+def write_bundles(cluster: Cluster) -> list[str]:
+    """Keep every ``<ca>-bundle.crt`` equal to its trust bundle; returns the ids rewritten."""
+    store = store_for(cluster)
+    return [ca_id for ca_id in ca_ids(cluster)
+            if store.write(bundle_path(store, ca_id), trust_bundle(store, ca_id), secret=False)]
 
 
 def trust_bundle(store: Store, ca_id: str) -> bytes:
@@ -74,6 +87,7 @@ def begin(cluster: Cluster, ca_id: str, now: dt.datetime | None = None) -> bool:
     key = px.generate_key(cluster.pki.key_algorithm)
     cert = px.issue_ca(replace(spec, common_name=f"{spec.common_name}-{now:%Y%m%d%H%M%S}"), key, now)
     store.write_pair(ca_id + NEXT, px.cert_pem(cert), px.key_pem(key))
+    write_bundles(cluster)
     return True
 
 
@@ -102,6 +116,7 @@ def promote(cluster: Cluster, ca_id: str) -> bool:
         store.write_pair(ca_id, nxt_cert, nxt_key)
     store.key_path(ca_id + NEXT).unlink(missing_ok=True)
     store.cert_path(ca_id + NEXT).unlink(missing_ok=True)
+    write_bundles(cluster)
     return True
 
 
@@ -138,4 +153,5 @@ def finish(cluster: Cluster, ca_id: str) -> bool:
                 secret=False)
     store.key_path(ca_id + PREVIOUS).unlink(missing_ok=True)
     store.cert_path(ca_id + PREVIOUS).unlink()
+    write_bundles(cluster)
     return True
