@@ -3,6 +3,7 @@ API, a continuous writer that records every acknowledged write, leader lookup.""
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import threading
 import time
@@ -156,9 +157,14 @@ class Writer:
     def first_ack_after(self, t: float) -> float:
         return min((at for _, at in self.acked if at > t), default=float("nan"))
 
-    def gap_around(self, t: float) -> float:
-        """Seconds without an acknowledged write around moment ``t``."""
-        return self.first_ack_after(t) - self.last_ack_before(t)
+    def longest_gap(self, since: float = 0.0) -> float:
+        """The longest time without an acknowledged write, from the last write before
+        ``since`` on: with ``since`` just before a fault, how long writes stopped."""
+        times = [at for _, at in self.acked]
+        start = next((i for i, at in enumerate(times) if at > since), len(times))
+        window = times[max(0, start - 1):]
+        return max((b - a for a, b in itertools.pairwise(window)),
+                   default=float("nan"))
 
     def lost(self, present: set[str]) -> list[int]:
         return [seq for seq, _ in self.acked if f"{self.prefix}{seq:08d}" not in present]
