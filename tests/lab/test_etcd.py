@@ -85,6 +85,26 @@ def test_second_run_changes_nothing_and_restarts_nothing(lab: Lab, cluster: Clus
     assert main_pids(lab, ["m1", "m2", "m3"]) == before
 
 
+def test_changed_settings_restart_members_one_at_a_time_under_writes(
+        lab: Lab, cluster: Cluster) -> None:
+    before = main_pids(lab, ["m1", "m2", "m3"])
+    try:
+        with etcdprobe.Writer(cluster, prefix="/t/rolling/") as writer:
+            writer.wait_acks(20)
+            result = etcdprobe.run_deploy(etcdprobe.lab_inventory(lab, etcd_election_ms=600),
+                                          d.etcd)
+            writer.wait_acks(20)
+        restarted = main_pids(lab, ["m1", "m2", "m3"])
+        assert all(restarted[n] != before[n] for n in before)
+        assert all("etcd | Rolling restart of etcd (health-gated)" in ops
+                   for ops in result.changed.values()) and len(result.changed) == 3
+        assert "ETCD_ELECTION_TIMEOUT=600" in lab.ssh("m1", f"cat {r.ENV_FILE}").stdout
+        # Quorum held throughout: writes never stopped for longer than a leader change.
+        assert writer.longest_gap() < 2.0
+    finally:
+        etcdprobe.run_deploy(etcdprobe.lab_inventory(lab), d.etcd)
+
+
 def test_files_on_a_master(lab: Lab, cluster: Cluster) -> None:
     out = lab.ssh("m2", f"stat -c '%a %U %n' {r.PKI_DIR}/* {cluster.etcd.data_dir}; "
                         f"systemctl is-enabled {r.PACKAGED_UNIT}; ps -o user= -C etcd").stdout
