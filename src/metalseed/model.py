@@ -43,7 +43,9 @@ _DURATION_UNITS = {
 }
 
 # Data keys that belong to pyinfra or its connectors, not to us: never reported as typos.
-_PYINFRA_PREFIXES = ("ssh_", "_", "winrm_", "docker_", "chroot_", "local_", "vagrant_", "terraform_")
+_PYINFRA_PREFIXES = (
+    "ssh_", "_", "winrm_", "docker_", "chroot_", "local_", "vagrant_", "terraform_", "fake_",
+)
 
 
 @dataclass(frozen=True)

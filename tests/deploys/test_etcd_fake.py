@@ -17,7 +17,6 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.api.operations import run_ops
 from pyinfra.connectors.fake import FakeConnector
 
-from metalseed import model
 from metalseed.deploys import etcd as d
 from metalseed.errors import DeployError
 from metalseed.etcdclient import Member
@@ -30,8 +29,6 @@ MASTERS = ("m1", "m2", "m3")
 
 @pytest.fixture(autouse=True)
 def _fake_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # The model rejects data keys it does not know; the fake connector's own keys are pyinfra's.
-    monkeypatch.setattr(model, "_PYINFRA_PREFIXES", (*model._PYINFRA_PREFIXES, "fake_"))
     yield
 
 
