@@ -95,10 +95,10 @@ def test_a_master_gets_only_its_own_keys_and_never_the_ca_key() -> None:
     c = cluster()
     files = r.pki_files(c.masters[0])
     ids = {(f.store_id, f.cert) for f in files}
-    assert ("etcd/ca", False) not in ids
-    assert ("etcd/ca", True) in ids
+    assert not any(store_id.startswith("etcd/ca") and not cert for store_id, cert in ids)
+    assert ("etcd/ca-bundle", True) in ids
     assert {f.store_id for f in files} == {
-        "etcd/ca", "etcd/m1/server", "etcd/m1/peer", "etcd/healthcheck-client"}
+        "etcd/ca-bundle", "etcd/m1/server", "etcd/m1/peer", "etcd/healthcheck-client"}
     for f in files:
         assert f.owner == f.group == "etcd"
         assert f.mode == (0o644 if f.cert else 0o600), f

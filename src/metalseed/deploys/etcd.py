@@ -222,7 +222,7 @@ def gate(check: Callable[[], None], description: str) -> Generator[Any, None, No
 def tls_files(cluster: Cluster) -> etcdclient.TLSFiles:
     store = store_for(cluster)
     return etcdclient.TLSFiles(
-        ca=store.cert_path("etcd/ca"),
+        ca=store.cert_path("etcd/ca-bundle"),  # trusts both CAs while a rotation runs
         cert=store.cert_path("etcd/healthcheck-client"),
         key=store.key_path("etcd/healthcheck-client"),
     )

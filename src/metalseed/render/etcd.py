@@ -87,14 +87,15 @@ PKI = PKIFiles(
 
 
 def pki_files(member: Node) -> list[HostFile]:
-    """What a master receives from the store: its own pairs, the healthcheck client, the CA
-    certificate. Never the CA key, never another member's key."""
+    """What a master receives from the store: its own pairs, the healthcheck client, the CA trust
+    bundle (the CA, plus the other CA while a rotation runs). Never a CA key, never another
+    member's key."""
     server_id = f"etcd/{member.name}/server"
     peer_id = f"etcd/{member.name}/peer"
     client_id = "etcd/healthcheck-client"
     cert, key = 0o644, 0o600
     return [
-        HostFile(PKI.ca, cert, USER, USER, "etcd/ca", cert=True),
+        HostFile(PKI.ca, cert, USER, USER, "etcd/ca-bundle", cert=True),
         HostFile(PKI.cert, cert, USER, USER, server_id, cert=True),
         HostFile(PKI.key, key, USER, USER, server_id, cert=False),
         HostFile(PKI.peer_cert, cert, USER, USER, peer_id, cert=True),
