@@ -545,8 +545,9 @@ def cluster_from_inventory(inventory: Any) -> Cluster:
     return cluster
 
 
-def load_inventory(path: str | Path) -> Any:
-    """Load a pyinfra inventory file (with its ``group_data/``) as the pyinfra CLI does."""
+def load_inventory(path: str | Path, override_data: dict[str, Any] | None = None) -> Any:
+    """Load a pyinfra inventory file (with its ``group_data/``) as the pyinfra CLI does;
+    ``override_data`` is what ``pyinfra --data KEY=VALUE`` would give."""
     from pyinfra.api import Config, State
     from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory
@@ -557,10 +558,10 @@ def load_inventory(path: str | Path) -> Any:
     try:
         # pyinfra executes inventory and group data files inside a state context.
         with ctx_state.use(State(config=Config())):
-            return make_inventory(str(p), cwd=str(Path.cwd()))
+            return make_inventory(str(p), override_data=override_data, cwd=str(Path.cwd()))
     except Exception as e:  # pyinfra raises CliError, TypeError, SyntaxError from user files
         raise InventoryError(f"could not load inventory {str(p)!r}: {e}") from e
 
 
-def load_cluster(path: str | Path) -> Cluster:
-    return cluster_from_inventory(load_inventory(path))
+def load_cluster(path: str | Path, override_data: dict[str, Any] | None = None) -> Cluster:
+    return cluster_from_inventory(load_inventory(path, override_data))

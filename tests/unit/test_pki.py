@@ -270,3 +270,17 @@ def test_cli_reports_model_errors(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "masters: found 2" in r.stderr and "odd number" in r.stderr
     assert not (tmp_path / "pki").exists()
+
+
+def test_cli_data_overrides_like_pyinfra(tmp_path: Path) -> None:
+    (tmp_path / "prod.py").write_text(
+        'masters = [("m1", {"ssh_hostname": "10.1.0.11"})]\n'
+        'all = (["m1"], {"cluster_name": "prod", "node_network": "10.1.0.0/24",'
+        ' "vip": "10.1.0.10"})\n')
+    r = run_cli(tmp_path, "pki", "init", "prod.py", "--data", "pki_leaf_lifetime=2h",
+                "--data", "etcd_heartbeat_ms=100", "--data", "pki_renew_before=1h")
+    assert r.returncode == 0, r.stderr
+    cert = px.load_cert((tmp_path / "pki/prod/apiserver.crt").read_bytes())
+    assert px.describe(cert).lifetime == dt.timedelta(hours=2, minutes=5)
+    r = run_cli(tmp_path, "pki", "show", "prod.py", "--data", "nonsense")
+    assert r.returncode == 2 and "KEY=VALUE" in r.stderr

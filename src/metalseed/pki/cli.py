@@ -9,9 +9,33 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from metalseed.model import load_cluster
+from metalseed.errors import ModelError
+from metalseed.model import Cluster, load_cluster
 from metalseed.pki.issue import init_pki, store_for, utcnow
 from metalseed.pki.plan import BAD_FOR_CHECK, EXPIRED, INVALID, MISSING, OK, Status, inspect
+
+
+def _add_inventory(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inventory", help="pyinfra inventory file, e.g. inventory/lab.py")
+    p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, as pyinfra's --data does (e.g. pki_leaf_lifetime=1h)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    # Values are read as the pyinfra CLI reads them (true/false, integers, JSON, else strings).
+    from pyinfra_cli.util import parse_cli_arg
+
+    out: dict[str, Any] = {}
+    for item in args.data:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ModelError("--data", item, "KEY=VALUE")
+        out[key] = parse_cli_arg(value)
+    return out
+
+
+def _cluster(args: argparse.Namespace) -> Cluster:
+    return load_cluster(args.inventory, _overrides(args))
 
 
 def register(sub: Any) -> None:
@@ -19,13 +43,13 @@ def register(sub: Any) -> None:
     psub = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
 
     p = psub.add_parser("init", help="generate or converge pki/<cluster>/ (idempotent)")
-    p.add_argument("inventory", help="pyinfra inventory file, e.g. inventory/lab.py")
+    _add_inventory(p)
     p.add_argument("--reissue", action="append", default=[], metavar="ID",
                    help="re-issue this leaf even if valid (store id, e.g. etcd/m1/server)")
     p.set_defaults(func=cmd_init)
 
     p = psub.add_parser("show", help="table of every certificate in the store")
-    p.add_argument("inventory")
+    _add_inventory(p)
     p.set_defaults(func=cmd_show)
 
     certs = sub.add_parser("certs", help="certificate expiry checks")
@@ -33,13 +57,13 @@ def register(sub: Any) -> None:
     p = csub.add_parser(
         "check", help="certificates installed on every host and in the store; exit 1 if any is "
         "expired, due or invalid, or a host cannot be read")
-    p.add_argument("inventory")
+    _add_inventory(p)
     p.add_argument("--store-only", action="store_true", help="do not connect to the hosts")
     p.set_defaults(func=cmd_check)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    cluster = load_cluster(args.inventory)
+    cluster = _cluster(args)
     known = {s.id for _, s in inspect(cluster, store_for(cluster), utcnow()).leaves}
     unknown = sorted(set(args.reissue) - known)
     if unknown:
@@ -65,7 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from metalseed.model import cluster_from_inventory, load_inventory
     from metalseed.pki.installed import MATCHES, collect, compare
 
-    inventory = load_inventory(args.inventory)
+    inventory = load_inventory(args.inventory, _overrides(args))
     cluster = cluster_from_inventory(inventory)
     now = utcnow()
     print(f"\nInstalled on the hosts ({len(cluster.nodes)}):", flush=True)
@@ -138,7 +162,7 @@ def _table(rows: Sequence[tuple[str, ...]], states: list[str]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    cluster = load_cluster(args.inventory)
+    cluster = _cluster(args)
     now = utcnow()
     store = store_for(cluster)
     statuses = inspect(cluster, store, now).all()

@@ -55,6 +55,8 @@ class Installed:
     fingerprint: str
     """SHA-256 of the DER of the first certificate in the file (the leaf of a chain)."""
     error: str = ""
+    all_fingerprints: tuple[str, ...] = ()
+    """Of every certificate in the file: a CA bundle holds several."""
 
 
 def parse_dump(host: str, text: str) -> list[Installed]:
@@ -67,9 +69,9 @@ def parse_dump(host: str, text: str) -> list[Installed]:
         except ValueError as e:
             out.append(Installed(host, path.strip(), None, "", f"not a PEM certificate ({e})"))
             continue
-        first = certs[0]
-        fp = hashlib.sha256(first.public_bytes(px.serialization.Encoding.DER)).hexdigest()
-        out.append(Installed(host, path.strip(), px.describe(first), fp))
+        fps = tuple(fingerprint(c) for c in certs)
+        out.append(Installed(host, path.strip(), px.describe(certs[0]), fps[0],
+                             all_fingerprints=fps))
     return out
 
 
@@ -89,7 +91,7 @@ def compare(items: Iterable[Installed], inventory: Inventory, settings: PKISetti
     for status in inventory.all():
         if status.cert is None or status.info is None:
             continue
-        by_fp[_fingerprint(status.cert)] = status.id
+        by_fp[fingerprint(status.cert)] = status.id
         by_subject.setdefault((status.info.subject, status.info.issuer), []).append(status.id)
     out = []
     for item in items:
@@ -108,7 +110,7 @@ def compare(items: Iterable[Installed], inventory: Inventory, settings: PKISetti
     return out
 
 
-def _fingerprint(cert: x509.Certificate) -> str:
+def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(px.serialization.Encoding.DER)).hexdigest()
 
 
@@ -119,6 +121,10 @@ class InstalledCertificates(FactBase[str]):
 
     def command(self, dirs: tuple[str, ...] = SCAN_DIRS) -> str:
         return dump_command(dirs)
+
+    @staticmethod
+    def default() -> str:
+        return ""  # a host with none of our directories (a worker) prints nothing
 
     def process(self, output: list[str]) -> str:
         return "\n".join(output)

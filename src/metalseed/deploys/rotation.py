@@ -1,0 +1,118 @@
+"""Day-2 certificate rotation without downtime.
+
+Rotation is "change the store, then converge the hosts": the store step runs once, on the
+operator's machine, before any host is touched; then the etcd and edge deploys ship what changed,
+one master at a time, each restart or reload behind its health gate (etcd: every member healthy
+over mutual TLS; nginx: answering again). A failed gate stops the run with the rest of the cluster
+as it was; running the same command again resumes, because both steps are idempotent.
+
+Leaves: ``due`` (default: what ``certs check`` flags), ``all``, ``none``, or store ids separated by
+commas. CAs rotate in three phases (:mod:`metalseed.pki.rotation`): ``trust``, ``reissue``,
+``finish``, each a separate run. Before ``reissue`` puts the new CA in charge, every master must
+already trust it (its installed etcd CA bundle is read back and checked), so no member ever sees a
+certificate it cannot verify.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+
+from metalseed.deploys.edge import edge
+from metalseed.deploys.etcd import etcd, shared
+from metalseed.errors import DeployError, PKIError
+from metalseed.model import Cluster, cluster_from_inventory
+from metalseed.pki import rotation
+from metalseed.pki.installed import InstalledCertificates, fingerprint, parse_dump
+from metalseed.pki.issue import init_pki, store_for
+from metalseed.pki.plan import NEXT
+from metalseed.pki.profiles import ETCD_CA, leaf_specs
+from metalseed.pki.x509 import load_cert
+from metalseed.render import etcd as etcd_render
+
+LEAF_MODES = ("due", "all", "none")
+
+
+def leaves_to_force(cluster: Cluster, leaves: str) -> frozenset[str]:
+    """Store ids to re-issue even though valid; ``due`` leaves are re-issued by init_pki anyway."""
+    known = [s.id for s in leaf_specs(cluster)]
+    if leaves in ("due", "none"):
+        return frozenset()
+    if leaves == "all":
+        return frozenset(known)
+    chosen = {x.strip() for x in leaves.split(",") if x.strip()}
+    unknown = sorted(chosen - set(known))
+    if unknown or not chosen:
+        raise DeployError(f"leaves to rotate: unknown {unknown or leaves!r}; use due, all, none or "
+                          f"ids from: {', '.join(known)}")
+    return frozenset(chosen)
+
+
+def check_ca_phase(cluster: Cluster, ca: str | None, phase: str | None) -> None:
+    if (ca is None) != (phase is None):
+        raise DeployError("a CA rotation needs both the CA and the phase "
+                          "(METALSEED_ROTATE_CA and METALSEED_ROTATE_PHASE)")
+    if ca is not None and ca not in rotation.ca_ids(cluster):
+        raise DeployError(f"unknown CA {ca!r}; the cluster's CAs are {rotation.ca_ids(cluster)}")
+    if phase is not None and phase not in rotation.PHASES:
+        raise DeployError(f"unknown phase {phase!r}; phases are {', '.join(rotation.PHASES)}")
+
+
+def masters_trusting(cluster: Cluster, inventory: Any, ca_pem: bytes) -> dict[str, bool]:
+    """For each master: does its installed etcd CA bundle hold this CA? (read over SSH)."""
+    want = fingerprint(load_cert(ca_pem))
+    out = {}
+    for m in cluster.masters:
+        h = inventory.get_host(m.inventory_name)
+        text = h.get_fact(InstalledCertificates, dirs=(etcd_render.PKI_DIR,)) if h.connected else None
+        items = [i for i in parse_dump(m.name, text or "") if i.path == etcd_render.PKI.ca]
+        out[m.name] = bool(items) and want in items[0].all_fingerprints
+    return out
+
+
+def store_step(cluster: Cluster, inventory: Any, leaves: str, ca: str | None,
+               phase: str | None) -> list[str]:
+    """Bring the store to what this run ships. Returns what was done, for the log."""
+    check_ca_phase(cluster, ca, phase)
+    force = leaves_to_force(cluster, leaves)
+    store = store_for(cluster)
+    done: list[str] = []
+    try:
+        if ca is not None and phase == "trust" and rotation.begin(cluster, ca):
+            done.append(f"{ca}: new CA created; every consumer will trust both")
+        elif ca is not None and phase == "reissue":
+            if rotation.phase(store, ca) == "trust" and ca == ETCD_CA:
+                nxt = store.read(store.cert_path(ca + NEXT))
+                assert nxt is not None
+                missing = [n for n, ok in masters_trusting(cluster, inventory, nxt).items() if not ok]
+                if missing:
+                    raise DeployError(
+                        f"{ca}: not every master trusts the new CA yet ({', '.join(missing)}): "
+                        "run phase 'trust' to the end first")
+            if rotation.promote(cluster, ca):
+                done.append(f"{ca}: the new CA is in charge; its leaves are re-issued")
+        elif ca is not None and phase == "finish" and rotation.finish(cluster, ca):
+            done.append(f"{ca}: the previous CA is retired from every trust bundle")
+        report = init_pki(cluster, force=force)
+    except PKIError as e:
+        raise DeployError(f"certificate rotation: {e}") from e
+    done += [f"{a.id}: {a.what} ({a.reason})" for a in report.actions]
+    inventory._metalseed_pki_ready = True  # the etcd and edge deploys need not converge it again
+    return done
+
+
+@deploy("metalseed: rotate certificates (store, then host by host)")
+def rotate_certs(leaves: str = "due", ca: str | None = None, phase: str | None = None) -> None:
+    cluster = cluster_from_inventory(host.inventory)
+
+    def step() -> list[str]:
+        done = store_step(cluster, host.inventory, leaves, ca, phase)
+        for line in done or ["nothing to re-issue: every certificate is valid and not due"]:
+            logger.info(f"rotation: {line}")
+        return done
+
+    shared(host.state, "rotation-store-step", step)
+    etcd()
+    edge()
