@@ -3,6 +3,8 @@
 One lab, named ``test`` (3 masters m1-m3, 2 workers w1-w2), is booted once per session and shared
 by every lab test (etcd, edge, ...); it is always removed at the end, also after failures. An
 operator's own lab (``lab``) is never touched: it has another name, bridge, /24 and netns.
+``METALSEED_TEST_LAB=name`` picks another name, so two pytest sessions can run side by side; a
+second session on the same name fails at once instead of tearing down the first one's lab.
 
 Tests that inject faults undo them before they return, so later tests find every machine up.
 
@@ -15,8 +17,10 @@ Tests that inject faults undo them before they return, so later tests find every
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -28,7 +32,7 @@ from metalseed.lab import Lab
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = REPO / "inventory" / "lab.py"
-TEST_LAB = "test"
+TEST_LAB = os.environ.get("METALSEED_TEST_LAB") or "test"
 MASTERS = 3
 WORKERS = 2
 
@@ -44,14 +48,29 @@ def lab_unavailable() -> str | None:
     return None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     reason = lab_unavailable()
     if reason:
         pytest.skip(reason)
     the_lab = Lab(TEST_LAB)
+    the_lab.paths.root.parent.mkdir(parents=True, exist_ok=True)
+    session_lock = open(the_lab.paths.root.parent / f".{TEST_LAB}.session", "w")  # noqa: SIM115
+    try:
+        fcntl.flock(session_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        session_lock.close()
+        pytest.fail(f"lab {TEST_LAB!r} is in use by another pytest session; "
+                    "set METALSEED_TEST_LAB to another name")
     previous = os.environ.get("METALSEED_LAB")
     os.environ["METALSEED_LAB"] = TEST_LAB
+    # CI timeouts and `timeout` send SIGTERM, which would end pytest without teardown and leave
+    # the lab running: make it an interrupt, which pytest answers by tearing fixtures down.
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         # A session that died (killed pytest, host crash) may have left its lab: start clean.
         the_lab.down()
@@ -59,6 +78,8 @@ def lab() -> Iterator[Lab]:
         yield the_lab
     finally:
         the_lab.down()
+        signal.signal(signal.SIGTERM, previous_term)
+        session_lock.close()
         if previous is None:
             os.environ.pop("METALSEED_LAB", None)
         else:

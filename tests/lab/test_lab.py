@@ -16,11 +16,12 @@ from metalseed.lab import cgroup as cgroupmod
 from metalseed.lab import plan as planmod
 from metalseed.model import load_cluster
 
-from .conftest import LAB_INVENTORY, MASTERS, REPO, WORKERS, lab_unavailable
+from .conftest import LAB_INVENTORY, MASTERS, REPO, TEST_LAB, WORKERS, lab_unavailable
 
 pytestmark = pytest.mark.lab
 
 HOST_ETH0 = "192.0.2.2"  # the host's own uplink address: the only outside address probed
+DOWN_LAB = f"{TEST_LAB}-down"  # beside the session lab, never colliding with it
 
 
 def reach(lab: Lab, src: str, dst: str, port: int = 22) -> tuple[bool, bool]:
@@ -272,14 +273,14 @@ def leftovers(name: str) -> list[str]:
 
 @pytest.mark.skipif(lab_unavailable() is not None, reason=str(lab_unavailable()))
 def test_down_leaves_nothing_and_up_cleans_stale_state(lab: Lab) -> None:
-    other = Lab("tdown", progress=None)
+    other = Lab(DOWN_LAB, progress=None)
     other.down()
     try:
         s = other.up(masters=1, workers=1)
         assert s.subnet != lab.subnet, "labs side by side get their own /24"
         # Labs do not see each other.
         assert reach(other, "m1", str(lab.address("m1"))) == (False, False)
-        assert leftovers("tdown"), "the check itself finds a running lab"
+        assert leftovers(DOWN_LAB), "the check itself finds a running lab"
         assert other.up(masters=1, workers=1) == other.require_state(), "up is idempotent"
 
         # A lab whose CLI died mid-way: state file lost, machines still running.
@@ -288,9 +289,9 @@ def test_down_leaves_nothing_and_up_cleans_stale_state(lab: Lab) -> None:
         assert reach(other, "w1", "m1") == (True, True)
 
         other.down()
-        assert leftovers("tdown") == []
+        assert leftovers(DOWN_LAB) == []
         other.down()  # idempotent
-        assert leftovers("tdown") == []
+        assert leftovers(DOWN_LAB) == []
         # The session lab is untouched.
         assert reach(lab, "m1", "w1") == (True, True)
     finally:
