@@ -49,6 +49,5 @@ def test_pid_helpers() -> None:
     while host.pid_alive(child.pid):  # a zombie counts as dead
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert os.path.exists(f"/proc/{child.pid}"), "still a zombie until reaped"
-    host.reap(child.pid)
-    assert not os.path.exists(f"/proc/{child.pid}")
+    host.reap(child.pid)  # whoever reaps first (us, or a library's SIGCHLD handler): no error
+    assert not host.pid_alive(child.pid)
