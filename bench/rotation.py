@@ -56,7 +56,6 @@ def main() -> int:
         lab.down()
         lab.up(masters=3, workers=2)
     try:
-        edgeprobe.ensure_nonlocal_bind(lab)
         pyinfra(lab.name, "deploys/cluster.py")
         cluster = cluster_from_inventory(edgeprobe.lab_inventory(lab))
         ctx = edgeprobe.tls_context(bundle_path(store_for(cluster), "edge/ca"))

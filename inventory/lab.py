@@ -9,4 +9,4 @@ from metalseed.lab.inventory import load_groups as _load_groups
 _groups = _load_groups()
 masters = _groups["masters"]
 workers = _groups["workers"]
-all = _groups["all"]  # noqa: A001 - pyinfra's name for the group holding cluster-wide data
+all = _groups["all"]

@@ -25,7 +25,7 @@ def _host(name: str, host: int) -> tuple[str, dict]:
 
 masters = [_host("m1", 11), _host("m2", 12), _host("m3", 13)]
 workers = [_host("w1", 21), _host("w2", 22)]
-all = (  # noqa: A001 - pyinfra's name for the group holding cluster-wide data
+all = (
     [name for name, _ in masters + workers],
     {
         "cluster_name": "vagrant",

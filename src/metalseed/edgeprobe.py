@@ -228,7 +228,6 @@ def deploy_edge(lab: Lab, **extra: Any) -> dict[str, tuple[int, int]]:
     from metalseed.deploys.standin import lab_ingress_standin
     from metalseed.errors import DeployError
 
-    ensure_nonlocal_bind(lab)
     state = State(lab_inventory(lab, **extra), Config())
     connect_all(state)
     add_deploy(state, edge)
@@ -243,18 +242,3 @@ def deploy_edge(lab: Lab, **extra: Any) -> dict[str, tuple[int, int]]:
         meta = state.get_meta_for_host(h)
         counts[h.name] = (meta.ops_change, meta.ops_no_change)
     return counts
-
-
-def ensure_nonlocal_bind(lab: Lab) -> None:
-    """Lab workaround: nspawn mounts /proc/sys read-only, so the deploy cannot set
-    ``net.ipv4.ip_nonlocal_bind`` inside a lab machine; set it on each master's network namespace
-    from the host (a real master gets it from /etc/sysctl.d at boot)."""
-    import subprocess
-
-    s = lab.require_state()
-    for m in s.masters:
-        if m.nspawn_pid is None:
-            continue
-        path = "/proc/sys/net/ipv4/ip_nonlocal_bind"
-        cmd = ["ip", "netns", "exec", m.netns, "sh", "-c", f"[ $(cat {path}) = 1 ] || echo 1 > {path}"]
-        subprocess.run(cmd, check=True, timeout=10, capture_output=True)

@@ -545,22 +545,72 @@ def cluster_from_inventory(inventory: Any) -> Cluster:
     return cluster
 
 
+def _exec_file(path: Path) -> dict[str, Any]:
+    """A Python data file's module-level names, less dunders and what it imported."""
+    import ast
+    import runpy
+
+    imported: set[str] = set()
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    values = runpy.run_path(str(path))
+    return {k: v for k, v in values.items() if not k.startswith("__") and k not in imported}
+
+
+def _is_group(key: str, value: Any) -> bool:
+    if key.startswith("_"):
+        return False
+    hosts = value[0] if isinstance(value, tuple) and len(value) == 2 else value
+    return isinstance(hosts, list) and all(isinstance(h, (str, tuple)) for h in hosts)
+
+
 def load_inventory(path: str | Path, override_data: dict[str, Any] | None = None) -> Any:
-    """Load a pyinfra inventory file (with its ``group_data/``) as the pyinfra CLI does;
-    ``override_data`` is what ``pyinfra --data KEY=VALUE`` would give."""
-    from pyinfra.api import Config, State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
+    """Load a pyinfra inventory file with its ``group_data/`` as the pyinfra CLI does: every
+    list (or ``(hosts, data)`` tuple) is a group, the file's own name is a group of all its
+    hosts, ``group_data/<group>.py`` beside the file (and in the working directory) gives group
+    data. ``override_data`` is what ``pyinfra --data KEY=VALUE`` would give.
+
+    Not pyinfra_cli's loader: importing pyinfra_cli monkey-patches the whole process for gevent,
+    which breaks threads (grpc, test clients) that already run in it.
+    """
+    from pyinfra.api import Inventory
 
     p = Path(path)
     if not p.is_file():
         raise InventoryError(f"inventory file {str(p)!r} does not exist")
     try:
-        # pyinfra executes inventory and group data files inside a state context.
-        with ctx_state.use(State(config=Config())):
-            return make_inventory(str(p), override_data=override_data, cwd=str(Path.cwd()))
-    except Exception as e:  # pyinfra raises CliError, TypeError, SyntaxError from user files
-        raise InventoryError(f"could not load inventory {str(p)!r}: {e}") from e
+        groups = {k: v for k, v in _exec_file(p).items() if _is_group(k, v)}
+        data_dirs = dict.fromkeys([Path.cwd() / "group_data", p.resolve().parent / "group_data"])
+        group_data: dict[str, dict[str, Any]] = {}
+        for d in data_dirs:
+            for f in sorted(d.glob("*.py")) if d.is_dir() else []:
+                group_data.setdefault(f.stem, {}).update(_exec_file(f))
+    except Exception as e:  # a user's file may raise anything; say which file and what
+        raise InventoryError(f"could not load inventory {str(p)!r}: {type(e).__name__}: {e}") from e
+
+    def split(value: Any) -> tuple[list[Any], dict[str, Any]]:
+        if isinstance(value, tuple):
+            return list(value[0]), dict(value[1])
+        return list(value), {}
+
+    all_hosts, all_data = split(groups.pop("all")) if "all" in groups else ([], {})
+    names = [h[0] if isinstance(h, tuple) else h for h in all_hosts]
+    parsed = {name: split(v) for name, v in groups.items()}
+    for hosts, _ in parsed.values():
+        for h in hosts:
+            name = h[0] if isinstance(h, tuple) else h
+            if name not in names:
+                names.append(name)
+                all_hosts.append(h)
+    parsed.setdefault(p.stem, (list(all_hosts), {}))
+    for name, data in group_data.items():
+        # As in pyinfra: a group_data file overrides data given inline in the inventory file.
+        if name == "all":
+            all_data = {**all_data, **data}
+        elif name in parsed:
+            parsed[name] = (parsed[name][0], {**parsed[name][1], **data})
+    return Inventory((all_hosts, all_data), override_data=override_data or {}, **parsed)
 
 
 def load_cluster(path: str | Path, override_data: dict[str, Any] | None = None) -> Cluster:

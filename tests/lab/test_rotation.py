@@ -54,7 +54,6 @@ def installed_rows(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster(lab: Lab, run_pyinfra: RunPyinfra) -> Iterator[Cluster]:
-    edgeprobe.ensure_nonlocal_bind(lab)
     run_pyinfra("deploys/cluster.py")
     yield cluster_from_inventory(edgeprobe.lab_inventory(lab))
 
@@ -154,7 +153,6 @@ def test_rotation_interrupted_by_a_crashed_master_resumes(
         assert run.returncode != 0, f"the run should notice the crashed master:\n{out[-3000:]}"
     finally:
         lab.restart(victim)
-        edgeprobe.ensure_nonlocal_bind(lab)
     # Resume: the same command again, but nothing more to re-issue; it converges the hosts.
     resumed = rotate(run_pyinfra, monkeypatch, METALSEED_ROTATE="due")
     assert "Grand total" in resumed.stdout + resumed.stderr

@@ -69,9 +69,7 @@ def test_lab_name_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert inv.lab_name_from_env() == "test"
 
 
-# In a fresh interpreter: loading an inventory file imports pyinfra_cli, which runs gevent's
-# monkey.patch_all(); in a pytest process where lab tests already started threads, that breaks
-# the import locks.
+# In a fresh interpreter, so the inventory file's code runs apart from this test process.
 VAGRANT_PROBE = """
 import ipaddress, json, sys
 from metalseed.model import load_cluster

@@ -92,6 +92,10 @@ def create_machine_net(
         ["ip", "-n", netns, "-batch", "-"],
         input=f"addr replace {address}/{prefixlen} dev eth0\nlink set eth0 up\nlink set lo up\n",
     )
+    # nspawn mounts /proc/sys read-only inside the machine, so the sysctls our deploys would set
+    # from /etc/sysctl.d are set here, per namespace, as a real host's boot would: nginx on the
+    # edge binds the VIP on masters that do not hold it.
+    run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"])
 
 
 def delete_netns(netns: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -22,16 +23,28 @@ def _add_inventory(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    # Values are read as the pyinfra CLI reads them (true/false, integers, JSON, else strings).
-    from pyinfra_cli.util import parse_cli_arg
-
     out: dict[str, Any] = {}
     for item in args.data:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ModelError("--data", item, "KEY=VALUE")
-        out[key] = parse_cli_arg(value)
+        out[key] = parse_value(value)
     return out
+
+
+def parse_value(text: str) -> Any:
+    """As the pyinfra CLI reads ``--data`` values: true/false, integers, JSON, else the string.
+    (Not imported from pyinfra_cli: importing it monkey-patches the process for gevent.)"""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
