@@ -729,7 +729,18 @@ def _swap_member(state: State, host: Host, cluster: Cluster, plan: ReplacePlan) 
         if plan.remove is not None:
             c.remove(plan.remove.id)
         if plan.already_added is None:
-            c.add_learner([r.member_peer_url(cluster, plan.member)])
+            # etcd's strict reconfiguration check refuses a member change ("unhealthy cluster")
+            # until the member handling it has been connected to every other member for 5 s;
+            # right after the removal, or after a member restarted, that takes a moment.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    c.add_learner([r.member_peer_url(cluster, plan.member)])
+                    break
+                except EtcdError as e:
+                    if "unhealthy cluster" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(1.0)
 
 
 def _promote(state: State, host: Host, cluster: Cluster, plan: ReplacePlan,
