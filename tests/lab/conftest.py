@@ -72,8 +72,10 @@ def lab() -> Iterator[Lab]:
     # the lab running: make it an interrupt, which pytest answers by tearing fixtures down.
     previous_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        # A session that died (killed pytest, host crash) may have left its lab: start clean.
+        # A session that died (killed pytest, host crash) may have left its lab: start clean,
+        # with a PKI store of its own as new as its machines.
         the_lab.down()
+        shutil.rmtree(REPO / "pki" / TEST_LAB, ignore_errors=True)
         the_lab.up(MASTERS, WORKERS)
         yield the_lab
     finally:

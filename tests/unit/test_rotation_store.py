@@ -110,3 +110,20 @@ def test_new_ca_is_a_different_key_and_subject(cluster: Cluster) -> None:
     old = px.load_cert(store.cert_path(CA).read_bytes())
     new = px.load_cert(store.cert_path(CA + ".next").read_bytes())
     assert old.subject != new.subject and old.public_key() != new.public_key()
+
+
+def test_leaf_of_a_retired_ca_is_reissued_not_refused(tmp_path: Path) -> None:
+    # A leaf for a node the model did not have during a CA rotation (a replacement master, say)
+    # is still signed by the retired CA: it is ours, so it is re-issued rather than refused.
+    with_w1 = make_cluster(tmp_path / "pki", masters=3, workers=1)
+    init_pki(with_w1, now=NOW)
+    without_w1 = make_cluster(tmp_path / "pki", masters=3, workers=0)
+    rotation.begin(without_w1, "ca", now=NOW)
+    rotation.promote(without_w1, "ca")
+    init_pki(without_w1, now=NOW)
+    rotation.finish(without_w1, "ca")
+    states = {s.id: s for _, s in inspect(with_w1, store_for(with_w1), NOW).leaves}
+    assert states["kubelet/w1"].state == MISMATCH
+    assert states["kubelet/w1"].detail == "signed by a retired CA"
+    report = init_pki(with_w1, now=NOW)
+    assert "kubelet/w1" in {a.id for a in report.actions}

@@ -7,14 +7,27 @@ lifetime. Material that is corrupt, whose key does not match, or that its CA did
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from cryptography import x509
 
 from metalseed.model import Cluster, PKISettings
 from metalseed.pki import x509 as px
-from metalseed.pki.profiles import SERVICE_ACCOUNT_KEY, CASpec, LeafSpec, ca_specs, leaf_specs
+from metalseed.pki.profiles import (
+    CLUSTER_CA,
+    EDGE_CA,
+    ETCD_CA,
+    FRONT_PROXY_CA,
+    SERVICE_ACCOUNT_KEY,
+    CASpec,
+    LeafSpec,
+    ca_specs,
+    leaf_specs,
+)
 from metalseed.pki.store import Store
 
 OK = "ok"
@@ -95,7 +108,8 @@ def inspect_ca(spec: CASpec, store: Store, settings: PKISettings, now: dt.dateti
 
 
 def inspect_leaf(spec: LeafSpec, store: Store, ca: Status, settings: PKISettings,
-                 now: dt.datetime, previous_ca: Status | None = None) -> Status:
+                 now: dt.datetime, previous_ca: Status | None = None,
+                 retired: Sequence[x509.Certificate] = ()) -> Status:
     cert, key, problem = _load(store, spec.id)
     if problem:
         return Status(spec.id, "leaf", INVALID, problem)
@@ -107,6 +121,9 @@ def inspect_leaf(spec: LeafSpec, store: Store, ca: Status, settings: PKISettings
             return Status(spec.id, "leaf", MISMATCH,
                           "signed by the previous CA: re-issue to go on with the CA rotation",
                           info, cert, key)
+        if any(px.signed_by(cert, old) for old in retired):
+            # Ours, from before a finished CA rotation (a master that was not in the model then).
+            return Status(spec.id, "leaf", MISMATCH, "signed by a retired CA", info, cert, key)
         return Status(spec.id, "leaf", INVALID, f"not signed by the CA in {spec.ca}.crt", info)
     differs = _differences(spec, info, settings)
     if differs:
@@ -148,6 +165,24 @@ def inspect_sa_key(store: Store) -> Status:
     return Status(SERVICE_ACCOUNT_KEY, "key", OK, key=key)
 
 
+RETIRED_DIR = "retired"
+
+
+def retired_path(store: Store, ca_id: str, serial: int) -> Path:
+    """Where a finished rotation keeps the retired CA's certificate (its key is deleted)."""
+    return store.root / RETIRED_DIR / f"{ca_id.replace('/', '-')}-{serial:x}.crt"
+
+
+def _retired(store: Store) -> dict[str, list[x509.Certificate]]:
+    out: dict[str, list[x509.Certificate]] = {}
+    for spec_id in (CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA, EDGE_CA):
+        for p in sorted((store.root / RETIRED_DIR).glob(f"{spec_id.replace('/', '-')}-*.crt")):
+            data = store.read(p)
+            with contextlib.suppress(ValueError):
+                out.setdefault(spec_id, []).append(px.load_cert(data or b""))
+    return out
+
+
 NEXT = ".next"
 """Suffix of a CA that a rotation has introduced but not yet put in charge (phase 1)."""
 PREVIOUS = ".prev"
@@ -178,7 +213,8 @@ def inspect(cluster: Cluster, store: Store, now: dt.datetime) -> Inventory:
             extra = inspect_ca(replace(spec, id=spec.id + suffix), store, settings, now)
             if extra.state != MISSING:
                 rotating[extra.id] = extra
+    retired = _retired(store)
     leaves = [(spec, inspect_leaf(spec, store, cas[spec.ca], settings, now,
-                                  rotating.get(spec.ca + PREVIOUS)))
+                                  rotating.get(spec.ca + PREVIOUS), retired.get(spec.ca, ())))
               for spec in leaf_specs(cluster)]
     return Inventory(cas, leaves, inspect_sa_key(store), rotating)

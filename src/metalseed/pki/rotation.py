@@ -22,7 +22,7 @@ from metalseed.errors import PKIError
 from metalseed.model import Cluster
 from metalseed.pki import x509 as px
 from metalseed.pki.issue import store_for
-from metalseed.pki.plan import NEXT, PREVIOUS
+from metalseed.pki.plan import NEXT, PREVIOUS, retired_path
 from metalseed.pki.profiles import ca_specs, leaf_specs
 from metalseed.pki.store import Store
 
@@ -149,8 +149,7 @@ def finish(cluster: Cluster, ca_id: str) -> bool:
         raise PKIError(f"leaves of {ca_id} are not re-issued from the new CA yet: {pending}; "
                        "run phase 'reissue' to the end first")
     serial = px.load_cert(prev).serial_number
-    store.write(store.root / "retired" / f"{ca_id.replace('/', '-')}-{serial:x}.crt", prev,
-                secret=False)
+    store.write(retired_path(store, ca_id, serial), prev, secret=False)
     store.key_path(ca_id + PREVIOUS).unlink(missing_ok=True)
     store.cert_path(ca_id + PREVIOUS).unlink()
     write_bundles(cluster)
