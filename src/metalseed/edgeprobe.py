@@ -203,14 +203,9 @@ def median(values: Sequence[float]) -> float:
 
 def lab_inventory(lab: Lab, **extra: Any) -> Inventory:
     """A pyinfra Inventory of a lab, with extra cluster-wide data (e.g. ``edge_failover``)."""
-    from pyinfra.api import Inventory
+    from metalseed.lab.inventory import pyinfra_inventory
 
-    from metalseed.lab.inventory import groups
-
-    g = groups(lab.require_state())
-    names, data = g["all"]
-    return Inventory((names, {**data, **extra}), masters=(g["masters"], {}),
-                     workers=(g["workers"], {}), lab=(names, {}))
+    return pyinfra_inventory(lab.require_state(), **extra)
 
 
 def deploy_edge(lab: Lab, **extra: Any) -> dict[str, tuple[int, int]]:

@@ -18,22 +18,10 @@ from metalseed.model import Cluster, Node, cluster_from_inventory
 
 def lab_inventory(lab: Any, masters: Sequence[str] | None = None,
                   workers: Sequence[str] | None = None, **extra: Any) -> Any:
-    """A pyinfra Inventory of a lab; ``masters``/``workers`` re-assign machines to groups (a
-    worker machine standing in for a fresh master, say)."""
-    from pyinfra.api import Inventory
+    """A pyinfra Inventory of a lab (see :func:`metalseed.lab.inventory.pyinfra_inventory`)."""
+    from metalseed.lab.inventory import pyinfra_inventory
 
-    from metalseed.lab.inventory import cluster_data, host_data
-
-    s = lab.require_state()
-    by_name = {m.name: m for m in s.machines}
-    m_names = list(masters) if masters is not None else [m.name for m in s.masters]
-    w_names = list(workers) if workers is not None else [m.name for m in s.workers
-                                                         if m.name not in m_names]
-    names = m_names + w_names
-    return Inventory(
-        ([(n, host_data(s, by_name[n])) for n in names], {**cluster_data(s), **extra}),
-        masters=(m_names, {}), workers=(w_names, {}),
-    )
+    return pyinfra_inventory(lab.require_state(), masters, workers, **extra)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.api.operations import run_ops
 from pyinfra.connectors.fake import FakeConnector
 
+from metalseed.deploys import converge as cv
 from metalseed.deploys import edge as d
 from metalseed.deploys.standin import lab_ingress_standin, standin_spec
 from metalseed.errors import DeployError
@@ -87,7 +88,7 @@ def changed(state: State) -> dict[str, int]:
             if state.get_meta_for_host(h).ops_change}
 
 
-def snapshot_lines(spec: d.HostSpec) -> list[str]:
+def snapshot_lines(spec: cv.HostSpec) -> list[str]:
     """What the fact prints on a host that already looks like ``spec``."""
     lines = ["[sha]"] + [f"{f.sha256}  {f.path}" for f in spec.files]
     lines += ["[mode]"] + [f"{f.mode:o} {f.path}" for f in spec.files]
@@ -132,9 +133,9 @@ def test_bare_masters_get_everything_in_one_serial_operation(
     cluster = cluster_from_inventory(state.inventory)
     store = store_for(cluster)
     ups = uploads["@fake/m1"]
-    keepalived = ups[r.KEEPALIVED_CONF + d.STAGED_SUFFIX].decode()
+    keepalived = ups[r.KEEPALIVED_CONF + cv.STAGED_SUFFIX].decode()
     assert "priority 150" in keepalived and "priority 140" in uploads["@fake/m2"][
-        r.KEEPALIVED_CONF + d.STAGED_SUFFIX].decode()
+        r.KEEPALIVED_CONF + cv.STAGED_SUFFIX].decode()
     (bundle_path,) = [p for p in ups if p.startswith(r.NGINX_DIR)]
     bundle = ups[bundle_path]
     assert store.key_path("edge/server").read_bytes().strip() in bundle
@@ -143,8 +144,8 @@ def test_bare_masters_get_everything_in_one_serial_operation(
         assert store.key_path("edge/ca").read_bytes().strip() not in secret
     staged = bundle_path
     assert cmds.index(f"install -m 0600 /dev/null {staged}") < cmds.index(f"chmod 0600 {staged}")
-    final = staged.removesuffix(d.STAGED_SUFFIX)
-    assert f"ssl_certificate {final};" in ups[r.NGINX_CONF + d.STAGED_SUFFIX].decode()
+    final = staged.removesuffix(cv.STAGED_SUFFIX)
+    assert f"ssl_certificate {final};" in ups[r.NGINX_CONF + cv.STAGED_SUFFIX].decode()
 
 
 def test_second_run_on_a_converged_edge_is_one_command_per_master(
@@ -164,12 +165,12 @@ def test_faster_failover_only_reloads_keepalived(
         tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
     state = run(make_state(tmp_path, converged_responses(tmp_path), edge_failover="fast"), d.edge)
     assert changed(state) == {f"@fake/{m}": 1 for m in MASTERS}
-    assert set(uploads["@fake/m2"]) == {r.KEEPALIVED_CONF + d.STAGED_SUFFIX}
-    assert "advert_int 0.1" in uploads["@fake/m2"][r.KEEPALIVED_CONF + d.STAGED_SUFFIX].decode()
+    assert set(uploads["@fake/m2"]) == {r.KEEPALIVED_CONF + cv.STAGED_SUFFIX}
+    assert "advert_int 0.1" in uploads["@fake/m2"][r.KEEPALIVED_CONF + cv.STAGED_SUFFIX].decode()
     cmds = commands(state, "m2")
     assert "systemctl reload keepalived.service" in cmds
     assert not any("nginx.service" in c for c in cmds)
-    assert any(c.startswith(f"keepalived -t -f {r.KEEPALIVED_CONF}{d.STAGED_SUFFIX} ||") for c in cmds)
+    assert any(c.startswith(f"keepalived -t -f {r.KEEPALIVED_CONF}{cv.STAGED_SUFFIX} ||") for c in cmds)
 
 
 def test_new_certificate_is_checked_and_reloaded_and_the_old_one_removed(
@@ -180,9 +181,9 @@ def test_new_certificate_is_checked_and_reloaded_and_the_old_one_removed(
     state = run(make_state(tmp_path, responses), d.edge)
     cmds = commands(state, "m3")
     ups = uploads["@fake/m3"]
-    assert set(ups) == {p for p in ups if p.startswith(r.NGINX_DIR)} | {r.NGINX_CONF + d.STAGED_SUFFIX}
+    assert set(ups) == {p for p in ups if p.startswith(r.NGINX_DIR)} | {r.NGINX_CONF + cv.STAGED_SUFFIX}
     check = next(i for i, c in enumerate(cmds) if c.startswith("nginx -t -q -c"))
-    assert check < cmds.index(f"mv -f {r.NGINX_CONF}{d.STAGED_SUFFIX} {r.NGINX_CONF}") < cmds.index(
+    assert check < cmds.index(f"mv -f {r.NGINX_CONF}{cv.STAGED_SUFFIX} {r.NGINX_CONF}") < cmds.index(
         "systemctl reload nginx.service")
     assert cmds.index("systemctl reload nginx.service") < cmds.index(d.HEALTH_WAIT)
     assert cmds[-1].startswith(f"find {r.NGINX_DIR} -maxdepth 1 -name 'edge-*.pem*' ! -name edge-")
@@ -192,7 +193,7 @@ def test_new_certificate_is_checked_and_reloaded_and_the_old_one_removed(
 def test_lab_standin_goes_to_workers_only(tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
     state = run(make_state(tmp_path), lab_ingress_standin)
     assert set(changed(state)) == {f"@fake/{w}" for w in WORKERS}
-    assert set(uploads["@fake/w1"]) == {r.STANDIN_CONF + d.STAGED_SUFFIX, r.STANDIN_UNIT + d.STAGED_SUFFIX}
+    assert set(uploads["@fake/w1"]) == {r.STANDIN_CONF + cv.STAGED_SUFFIX, r.STANDIN_UNIT + cv.STAGED_SUFFIX}
     cmds = commands(state, "w1")
     assert cmds.index("systemctl daemon-reload") < cmds.index(f"systemctl start {r.STANDIN_UNIT_NAME}")
     for m in MASTERS:

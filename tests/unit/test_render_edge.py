@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from metalseed.deploys import edge as d
+from metalseed.deploys import converge as cv
 from metalseed.model import Cluster, _HostInput, build_cluster
 from metalseed.render import edge as r
 
@@ -206,20 +206,20 @@ def test_standin_is_labelled_and_answers_with_node_and_host() -> None:
 # The planner behind the one-operation converge
 
 
-def _spec() -> d.HostSpec:
-    return d.HostSpec(
+def _spec() -> cv.HostSpec:
+    return cv.HostSpec(
         packages=("nginx",),
         sysctls=(("net.ipv4.ip_nonlocal_bind", "1"),),
-        files=(d.ManagedFile("/etc/a.conf", b"A", check="check {path}", unit="a.service"),
-               d.ManagedFile("/etc/s/key.pem", b"K", mode=0o600, dir_mode=0o700, unit="a.service")),
+        files=(cv.ManagedFile("/etc/a.conf", b"A", check="check {path}", unit="a.service"),
+               cv.ManagedFile("/etc/s/key.pem", b"K", mode=0o600, dir_mode=0o700, unit="a.service")),
         units=("a.service",),
         health={"a.service": "healthy"},
         cleanup="cleanup",
     )
 
 
-def _converged() -> d.HostState:
-    return d.HostState(
+def _converged() -> cv.HostState:
+    return cv.HostState(
         files={"/etc/a.conf": (hashlib.sha256(b"A").hexdigest(), 0o644),
                "/etc/s/key.pem": (hashlib.sha256(b"K").hexdigest(), 0o600)},
         units={"a.service": {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "active"}},
@@ -228,18 +228,18 @@ def _converged() -> d.HostState:
     )
 
 
-def _text(steps: list[d.Step]) -> list[str]:
+def _text(steps: list[cv.Step]) -> list[str]:
     return [s if isinstance(s, str) else f"UPLOAD {s.dest}" for s in steps]
 
 
 def test_converged_host_needs_nothing() -> None:
-    assert d.plan(_spec(), _converged()) == []
+    assert cv.plan(_spec(), _converged()) == []
 
 
 def test_bare_host_gets_everything_in_a_safe_order() -> None:
-    bare = d.HostState(units={"a.service": {"LoadState": "masked", "UnitFileState": "masked",
+    bare = cv.HostState(units={"a.service": {"LoadState": "masked", "UnitFileState": "masked",
                                             "ActiveState": "inactive"}})
-    steps = _text(d.plan(_spec(), bare))
+    steps = _text(cv.plan(_spec(), bare))
     assert steps[0].startswith("DEBIAN_FRONTEND=noninteractive apt-get install") and "nginx" in steps[0]
     assert steps[1].startswith("sysctl -q -w net.ipv4.ip_nonlocal_bind=1 || {")
     assert "UPLOAD /etc/a.conf.metalseed-new" in steps
@@ -257,7 +257,7 @@ def test_bare_host_gets_everything_in_a_safe_order() -> None:
 def test_changed_config_reloads_its_unit_only() -> None:
     st = _converged()
     st.files["/etc/a.conf"] = ("0" * 64, 0o644)
-    steps = _text(d.plan(_spec(), st))
+    steps = _text(cv.plan(_spec(), st))
     assert "systemctl reload a.service" in steps and "healthy" in steps
     assert not any(s.startswith(("systemctl start", "systemctl restart", "systemctl enable")) for s in steps)
     assert "UPLOAD /etc/s/key.pem.metalseed-new" not in steps
@@ -266,30 +266,30 @@ def test_changed_config_reloads_its_unit_only() -> None:
 def test_mode_drift_is_a_chmod_without_reload() -> None:
     st = _converged()
     st.files["/etc/s/key.pem"] = (hashlib.sha256(b"K").hexdigest(), 0o644)
-    assert _text(d.plan(_spec(), st)) == ["chmod 0600 /etc/s/key.pem"]
+    assert _text(cv.plan(_spec(), st)) == ["chmod 0600 /etc/s/key.pem"]
 
 
 def test_stopped_unit_is_started_not_reloaded() -> None:
     st = _converged()
     st.units["a.service"]["ActiveState"] = "failed"
-    assert _text(d.plan(_spec(), st)) == ["systemctl start a.service", "healthy"]
+    assert _text(cv.plan(_spec(), st)) == ["systemctl start a.service", "healthy"]
 
 
 def test_a_failing_check_leaves_the_live_file_alone(tmp_path: Path) -> None:
     live = tmp_path / "live.conf"
     live.write_text("good\n")
-    f = d.ManagedFile(str(live), b"bad\n", check="grep -q good {path}")
-    steps = d.plan(d.HostSpec(files=(f,)), d.HostState())
+    f = cv.ManagedFile(str(live), b"bad\n", check="grep -q good {path}")
+    steps = cv.plan(cv.HostSpec(files=(f,)), cv.HostState())
     script = []
     for s in steps:
-        if isinstance(s, d.Upload):
+        if isinstance(s, cv.Upload):
             Path(s.dest).write_bytes(s.content)
         else:
             script.append(s)
     res = subprocess.run(["sh", "-ec", "\n".join(script)], capture_output=True, text=True)
     assert res.returncode != 0 and "failed its check" in res.stderr
     assert live.read_text() == "good\n"
-    assert not Path(str(live) + d.STAGED_SUFFIX).exists()
+    assert not Path(str(live) + cv.STAGED_SUFFIX).exists()
 
 
 def test_snapshot_parsing() -> None:
@@ -301,7 +301,7 @@ def test_snapshot_parsing() -> None:
         "[sysctl]", "net.ipv4.ip_nonlocal_bind = 0",
         "[packages]", "nginx ii ", "keepalived rc ",
     ]
-    st = d.parse_snapshot(out)
+    st = cv.parse_snapshot(out)
     assert st.files == {"/etc/a.conf": ("a" * 64, 0o644)}
     assert st.units["a.service"]["LoadState"] == "masked"
     assert st.units["b.service"]["ActiveState"] == "active"
@@ -312,7 +312,7 @@ def test_snapshot_parsing() -> None:
 def test_snapshot_command_runs_with_missing_things(tmp_path: Path) -> None:
     there = tmp_path / "x"
     there.write_bytes(b"x")
-    cmd = d.snapshot_command([str(there), str(tmp_path / "missing")], [], [], [])
+    cmd = cv.snapshot_command([str(there), str(tmp_path / "missing")], [], [], [])
     res = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True)
-    st = d.parse_snapshot(res.stdout.splitlines())
+    st = cv.parse_snapshot(res.stdout.splitlines())
     assert st.files == {str(there): (hashlib.sha256(b"x").hexdigest(), there.stat().st_mode & 0o777)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
-from metalseed.deploys.edge import HostSpec, ManagedFile, converge
+from metalseed.deploys.converge import HostSpec, ManagedFile, converge
 from metalseed.model import cluster_from_inventory
 from metalseed.render import certcheck as r
 

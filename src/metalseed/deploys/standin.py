@@ -11,7 +11,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
-from metalseed.deploys.edge import HostSpec, ManagedFile, converge
+from metalseed.deploys.converge import HostSpec, ManagedFile, converge
 from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.render import edge as r
 

@@ -6,6 +6,7 @@ Only keys the cluster model accepts (plus pyinfra's ``ssh_*``) are produced.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +67,20 @@ def load_groups(name: str | None = None, base: Path | None = None) -> dict[str, 
     return groups(s)
 
 
-def pyinfra_inventory(s: LabState) -> Any:
-    """A ``pyinfra.api.Inventory`` of the lab, for tests that drive pyinfra's API directly.
+def pyinfra_inventory(s: LabState, masters: Sequence[str] | None = None,
+                      workers: Sequence[str] | None = None, **extra: Any) -> Any:
+    """A ``pyinfra.api.Inventory`` of the lab, for tests and benchmarks that drive pyinfra's API.
 
-    It holds the same data as inventory/lab.py minus ``group_data/`` (which the CLI adds).
+    It holds the same data as inventory/lab.py minus ``group_data/`` (which the CLI adds), plus
+    ``extra`` cluster-wide data. ``masters``/``workers`` re-assign machines to groups (a worker
+    machine standing in for a fresh master, say).
     """
     from pyinfra.api import Inventory
 
-    g = groups(s)
-    return Inventory(g["all"], masters=(g["masters"], {}), workers=(g["workers"], {}),
-                     lab=(g["all"][0], {}))
+    by_name = {m.name: m for m in s.machines}
+    m_names = list(masters) if masters is not None else [m.name for m in s.masters]
+    w_names = list(workers) if workers is not None else [m.name for m in s.workers
+                                                         if m.name not in m_names]
+    names = m_names + w_names
+    return Inventory(([(n, host_data(s, by_name[n])) for n in names], {**cluster_data(s), **extra}),
+                     masters=(m_names, {}), workers=(w_names, {}), lab=(names, {}))
