@@ -89,6 +89,8 @@ class PKISettings:
     renew_fraction: float = 2 / 3
     """...or when this fraction of its lifetime has passed."""
     store: Path = Path("pki")
+    check_timer: bool = True
+    """A daily on-host expiry check (systemd timer) on the masters."""
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,7 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "pki_leaf_lifetime": (parse_duration, "365d"),
     "pki_renew_before": (parse_duration, "30d"),
     "pki_store": (_path, "pki"),
+    "pki_check_timer": (_bool, True),
     "edge_hostnames": (_hostnames, ()),
     "edge_cert_file": (_optional(_path), None),
     "edge_key_file": (_optional(_path), None),
@@ -436,6 +439,7 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             leaf_lifetime=raw["pki_leaf_lifetime"],
             renew_before=raw["pki_renew_before"],
             store=raw["pki_store"],
+            check_timer=raw["pki_check_timer"],
         ),
         edge=EdgeSettings(
             hostnames=raw["edge_hostnames"],

@@ -78,6 +78,11 @@ def test_short_lived_certificates_are_flagged_then_renewed(
                    for r in due_rows), due.stdout
         assert any(r.startswith(m.name) and "/etc/nginx/metalseed/" in r for r in due_rows)
     assert not any("/ca.crt" in r for r in due_rows)  # the CA (10 years) is not due
+    # The masters' own daily check (openssl on the host) flags them too, and fails its unit.
+    on_host = lab.ssh("m1", "systemctl start metalseed-certcheck.service", timeout=60)
+    assert on_host.returncode != 0
+    journal = lab.ssh("m1", "journalctl -t metalseed-certcheck -n 50 --no-pager", check=True).stdout
+    assert "/etc/metalseed/etcd/pki/server.crt" in journal and "due, expires" in journal
 
     # rotate-certs.py with default lifetimes renews exactly what is due, host by host.
     renewed = rotate(run_pyinfra, monkeypatch)
@@ -85,6 +90,18 @@ def test_short_lived_certificates_are_flagged_then_renewed(
     after = metalseed(lab, "certs", "check", "inventory/lab.py")
     assert after.returncode == 0, after.stdout
     assert "differ from the store" not in after.stdout
+    assert lab.ssh("m1", "systemctl start metalseed-certcheck.service", timeout=60).returncode == 0
+
+
+def test_the_daily_check_timer_can_be_switched_off_and_on(
+        cluster: Cluster, lab: Lab, run_pyinfra: RunPyinfra) -> None:
+    enabled = "systemctl is-enabled metalseed-certcheck.timer"
+    assert lab.ssh("m2", enabled).stdout.strip() == "enabled"
+    run_pyinfra("--data", "pki_check_timer=false", "deploys/cluster.py")
+    assert lab.ssh("m2", enabled).returncode != 0
+    assert lab.ssh("m2", "test -e /usr/local/sbin/metalseed-certcheck").returncode == 1
+    run_pyinfra("deploys/cluster.py")
+    assert lab.ssh("m2", enabled).stdout.strip() == "enabled"
 
 
 def test_rotating_everything_under_load_fails_no_request_and_loses_no_write(

@@ -42,3 +42,21 @@ def test_units() -> None:
     assert "ExecStart=/usr/local/sbin/metalseed-certcheck" in render_service()
     timer = render_timer()
     assert "OnCalendar=daily" in timer and "WantedBy=timers.target" in timer
+
+
+def test_switched_off_timer_is_stopped_and_removed() -> None:
+    from metalseed.deploys import converge as cv
+    from metalseed.deploys.certcheck import removed_spec
+    from metalseed.render import certcheck as r
+
+    installed = cv.HostState(
+        files={r.TIMER_PATH: ("x", 0o644), r.SERVICE_PATH: ("y", 0o644), r.SCRIPT_PATH: ("z", 0o755)},
+        units={r.TIMER_NAME: {"Id": r.TIMER_NAME, "ActiveState": "active",
+                              "UnitFileState": "enabled"}})
+    steps = cv.plan(removed_spec(), installed)
+    assert steps[0] == f"systemctl disable --now {r.TIMER_NAME}"
+    assert steps[1].startswith("rm -f ") and r.SCRIPT_PATH in steps[1]
+    assert steps[2] == "systemctl daemon-reload"
+    gone = cv.HostState(units={r.TIMER_NAME: {"Id": r.TIMER_NAME, "ActiveState": "inactive",
+                                              "UnitFileState": "not-found"}})
+    assert cv.plan(removed_spec(), gone) == []

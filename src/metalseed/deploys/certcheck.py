@@ -25,9 +25,21 @@ def master_spec() -> HostSpec:
     )
 
 
+def removed_spec() -> HostSpec:
+    """``pki_check_timer = False``: what an earlier run installed is stopped and removed."""
+    return HostSpec(retired_units=(r.TIMER_NAME,),
+                    absent=(r.TIMER_PATH, r.SERVICE_PATH, r.SCRIPT_PATH))
+
+
 @deploy("metalseed certificate expiry check (systemd timer)")
 def certcheck() -> None:
     cluster = cluster_from_inventory(host.inventory)
     node = cluster.node(host.name)
     # Every host runs the operation (workers with nothing to do) so API-mode ordering holds.
-    converge(name=OP, spec=master_spec() if node.is_master else HostSpec())
+    if not node.is_master:
+        spec = HostSpec()
+    elif cluster.pki.check_timer:
+        spec = master_spec()
+    else:
+        spec = removed_spec()
+    converge(name=OP, spec=spec)

@@ -65,6 +65,10 @@ class HostSpec:
     """unit -> command that must succeed after the unit was (re)started or reloaded."""
     cleanup: str | None = None
     """Shell command run after any file changed (e.g. remove superseded certificate bundles)."""
+    retired_units: tuple[str, ...] = ()
+    """Units that must not run: stopped and disabled where they are (before files go)."""
+    absent: tuple[str, ...] = ()
+    """Files that must not exist (a feature switched off)."""
 
 
 @dataclass
@@ -211,6 +215,15 @@ def plan(spec: HostSpec, st: HostState) -> list[Step]:
             steps.append(health)
     if changed and spec.cleanup:
         steps.append(spec.cleanup)
+    for u in spec.retired_units:
+        props = st.units.get(u, {})
+        if props.get("ActiveState") == "active" or props.get("UnitFileState") == "enabled":
+            steps.append(f"systemctl disable --now {u}")
+    gone = [p for p in spec.absent if p in st.files]
+    if gone:
+        steps.append("rm -f " + " ".join(shlex.quote(p) for p in gone))
+        if any(p.startswith("/etc/systemd/") for p in gone):
+            steps.append("systemctl daemon-reload")
     return steps
 
 
@@ -243,8 +256,8 @@ def converge(spec: HostSpec) -> Generator[Any, None, None]:
         return  # nothing to manage here: not even the fact's round trip
     st = host.get_fact(
         HostSnapshot,
-        paths=tuple(f.path for f in spec.files),
-        units=spec.units,
+        paths=tuple(f.path for f in spec.files) + spec.absent,
+        units=spec.units + spec.retired_units,
         sysctls=tuple(k for k, _ in spec.sysctls),
         packages=spec.packages,
     )
