@@ -10,7 +10,6 @@ import http.client
 import socket
 import ssl
 import statistics
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from metalseed.errors import HealthCheckError
 from metalseed.model import Cluster
+from metalseed.probe import BackgroundLoop
 
 if TYPE_CHECKING:
     from pyinfra.api import Inventory
@@ -81,9 +81,11 @@ class Sample:
 
 
 @dataclass
-class Client:
+class Client(BackgroundLoop):
     """A continuous HTTPS client against the VIP, in a thread: one request at a time, each on a
     fresh connection with a short timeout, at most ``max_requests`` and ``max_seconds``."""
+
+    thread_name = "edge-probe"
 
     address: str
     port: int
@@ -94,21 +96,6 @@ class Client:
     max_requests: int = 5000
     max_seconds: float = 60.0
     samples: list[Sample] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> Client:
-        self._thread = threading.Thread(target=self._run, name="edge-probe", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.timeout + 5)
 
     def _run(self) -> None:
         deadline = time.time() + self.max_seconds

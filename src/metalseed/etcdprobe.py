@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 from metalseed import etcdclient
 from metalseed.errors import DeployError
 from metalseed.model import Cluster, Node, cluster_from_inventory
+from metalseed.probe import BackgroundLoop
 
 
 def lab_inventory(lab: Any, masters: Sequence[str] | None = None,
@@ -89,30 +89,17 @@ def leader(cluster: Cluster, c: etcdclient.EtcdClient) -> Node:
 
 
 @dataclass
-class Writer:
+class Writer(BackgroundLoop):
     """Writes ``/probe/<run>/<seq>`` as fast as acknowledgements come, through any member that
     answers; keeps every acknowledged sequence number with its time."""
+
+    thread_name = "etcd-writer"
 
     cluster: Cluster
     prefix: str = "/probe/"
     attempt_timeout: float = 0.3
     acked: list[tuple[int, float]] = field(default_factory=list)
     attempts: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> Writer:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="etcd-writer")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def _run(self) -> None:
         seq = 0
