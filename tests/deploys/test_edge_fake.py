@@ -93,25 +93,14 @@ def changed(state: State) -> dict[str, int]:
             if state.get_meta_for_host(h).ops_change}
 
 
-def snapshot_lines(spec: cv.HostSpec) -> list[str]:
-    """What the fact prints on a host that already looks like ``spec``."""
-    lines = ["[sha]"] + [f"{f.sha256}  {f.path}" for f in spec.files]
-    lines += ["[mode]"] + [f"{f.mode:o} {f.path}" for f in spec.files]
-    lines += ["[units]"]
-    for u in spec.units:
-        lines += [f"Id={u}", "LoadState=loaded", "UnitFileState=enabled", "ActiveState=active", ""]
-    lines += ["[sysctl]"] + [f"{k} = {v}" for k, v in spec.sysctls]
-    lines += ["[packages]"] + [f"{p} ii " for p in spec.packages]
-    return lines
-
-
 def converged_responses(tmp_path: Path, **data: Any) -> dict[str, dict[str, Any]]:
     before = make_state(tmp_path, **data)
     cluster = cluster_from_inventory(before.inventory)
     init_pki(cluster)
     material = d.serving_material(cluster)
-    out = {m.name: {FACT: snapshot_lines(d.master_spec(cluster, m, material))} for m in cluster.masters}
-    out.update({w.name: {FACT: snapshot_lines(standin_spec(cluster))} for w in cluster.workers})
+    out = {m.name: {FACT: cv.converged_snapshot(d.master_spec(cluster, m, material))}
+           for m in cluster.masters}
+    out.update({w.name: {FACT: cv.converged_snapshot(standin_spec(cluster))} for w in cluster.workers})
     return out
 
 

@@ -4,7 +4,6 @@ tests/lab/test_etcd.py.)"""
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from pyinfra.api.operations import run_ops
 from pyinfra.connectors.fake import FakeConnector
 
 from metalseed.deploys import etcd as d
+from metalseed.deploys.converge import converged_snapshot, parse_snapshot, plan
 from metalseed.errors import DeployError
 from metalseed.etcdclient import Member
 from metalseed.model import cluster_from_inventory
@@ -127,11 +127,8 @@ def converged_responses(state: State, name: str, **overrides: str) -> dict[Any, 
              "binary": "yes", "user": "yes", **overrides}
     host_state = [f"{k}={v}" for k, v in facts.items()]
     host_state += [f"pkg={p}:ii " for p in r.DEBIAN_PACKAGES]
-    dirs, want = d.host_files(cluster, member, None)
-    lines = [f"d {w.mode:o} {w.owner} {w.group} - {w.path}" for w in dirs]
-    lines += [f"f {w.mode:o} {w.owner} {w.group} {hashlib.sha256(w.content).hexdigest()} {w.path}"
-              for w in want]
-    return {"dpkg-query -W": host_state, "sha256sum <": lines}
+    return {"dpkg-query -W": host_state,
+            "echo '[sha]'": converged_snapshot(d.host_spec(cluster, member, None))}
 
 
 def converged_state(tmp_path: Path, changes: dict[str, dict[str, str]] | None = None,
@@ -190,10 +187,13 @@ def test_only_own_keys_are_shipped_and_never_the_ca_key(tmp_path: Path, rec: Rec
         assert ups[r.PKI.ca + ".metalseed-new"] == store.cert_path("etcd/ca").read_bytes()
     # Keys are created 0600 before their content arrives and moved into place owned by etcd.
     cmds = "\n".join(commands(state, "@fake/m1"))
-    assert f"install -m 600 /dev/null {r.PKI.key}.metalseed-new" in cmds
-    assert (f"chown etcd:etcd {r.PKI.key}.metalseed-new && chmod 600 {r.PKI.key}.metalseed-new"
-            f" && mv -f {r.PKI.key}.metalseed-new {r.PKI.key}") in cmds
-    assert f"chown etcd:etcd {cluster.etcd.data_dir} && chmod 700" in cmds
+    # A key is created empty, 0600 and owned by etcd before its content is uploaded into it.
+    staged = f"{r.PKI.key}.metalseed-new"
+    assert f"install -m 0600 -o etcd -g etcd /dev/null {staged}" in cmds
+    assert f"mv -f {staged} {r.PKI.key}" in cmds
+    assert cmds.index(f"install -m 0600 -o etcd -g etcd /dev/null {staged}") < cmds.index(
+        f"mv -f {staged} {r.PKI.key}")
+    assert f"install -d -m 0700 -o etcd -g etcd {cluster.etcd.data_dir}" in cmds
 
 
 def test_second_run_on_a_converged_cluster_changes_nothing(tmp_path: Path, rec: Recorder) -> None:
@@ -282,16 +282,14 @@ def test_restore_stops_every_master_when_the_precheck_fails(
 # Pure planning
 
 
-def test_plan_files_only_touches_what_differs() -> None:
-    want = [d.WantFile("/a", b"x", 0o600, "etcd", "etcd"), d.WantFile("/b", b"y", 0o644)]
-    dirs = [d.WantDir("/d", 0o700, "etcd", "etcd")]
-    sha = hashlib.sha256(b"x").hexdigest()
-    current = {"/d": ("d", "700", "etcd", "etcd", "-"), "/a": ("f", "644", "etcd", "etcd", sha)}
-    dir_cmds, uploads, install = d.plan_files(current, dirs, want)
-    assert dir_cmds == []
-    assert [f.path for f in uploads] == ["/b"]
-    assert install[0] == "chown etcd:etcd /a && chmod 600 /a"
-    assert install[1].endswith("mv -f /b.metalseed-new /b")
+def test_a_converged_master_plans_nothing_and_owner_drift_is_a_chown(tmp_path: Path) -> None:
+    cluster = _cluster(tmp_path)
+    init_pki(cluster)
+    spec = d.host_spec(cluster, cluster.masters[0], None)
+    st = parse_snapshot(converged_snapshot(spec))
+    assert plan(spec, st) == []
+    st.stats[r.PKI.key] = (0o600, "root", "root")
+    assert plan(spec, st) == [f"chown etcd:etcd {r.PKI.key} && chmod 0600 {r.PKI.key}"]
 
 
 def _members() -> list[Member]:

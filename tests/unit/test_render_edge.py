@@ -224,13 +224,8 @@ def _spec() -> cv.HostSpec:
 
 
 def _converged() -> cv.HostState:
-    return cv.HostState(
-        files={"/etc/a.conf": (hashlib.sha256(b"A").hexdigest(), 0o644),
-               "/etc/s/key.pem": (hashlib.sha256(b"K").hexdigest(), 0o600)},
-        units={"a.service": {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "active"}},
-        sysctls={"net.ipv4.ip_nonlocal_bind": "1"},
-        packages={"nginx"},
-    )
+    # The host the snapshot describes when it already looks like the spec.
+    return cv.parse_snapshot(cv.converged_snapshot(_spec()))
 
 
 def _text(steps: list[cv.Step]) -> list[str]:
@@ -271,7 +266,23 @@ def test_changed_config_reloads_its_unit_only() -> None:
 def test_mode_drift_is_a_chmod_without_reload() -> None:
     st = _converged()
     st.files["/etc/s/key.pem"] = (hashlib.sha256(b"K").hexdigest(), 0o644)
-    assert _text(cv.plan(_spec(), st)) == ["chmod 0600 /etc/s/key.pem"]
+    assert _text(cv.plan(_spec(), st)) == ["chown root:root /etc/s/key.pem && chmod 0600 /etc/s/key.pem"]
+
+
+def test_owner_drift_is_a_chown_and_owned_secrets_are_staged_owned() -> None:
+    f = cv.ManagedFile("/etc/e/k.pem", b"K", mode=0o600, owner="etcd", group="etcd")
+    d = cv.ManagedDir("/etc/e", 0o750, "root", "etcd")
+    spec = cv.HostSpec(dirs=(d,), files=(f,))
+    st = cv.parse_snapshot(cv.converged_snapshot(spec))
+    assert cv.plan(spec, st) == []
+    st.stats["/etc/e/k.pem"] = (0o600, "root", "root")
+    st.stats["/etc/e"] = (0o755, "root", "root")
+    assert _text(cv.plan(spec, st)) == ["install -d -m 0750 -o root -g etcd /etc/e",
+                                        "chown etcd:etcd /etc/e/k.pem && chmod 0600 /etc/e/k.pem"]
+    steps = _text(cv.plan(spec, cv.HostState()))
+    assert "install -m 0600 -o etcd -g etcd /dev/null /etc/e/k.pem.metalseed-new" in steps
+    assert steps.index("install -m 0600 -o etcd -g etcd /dev/null /etc/e/k.pem.metalseed-new") < \
+        steps.index("UPLOAD /etc/e/k.pem.metalseed-new")
 
 
 def test_stopped_unit_is_started_not_reloaded() -> None:
@@ -300,7 +311,7 @@ def test_a_failing_check_leaves_the_live_file_alone(tmp_path: Path) -> None:
 def test_snapshot_parsing() -> None:
     out = [
         "[sha]", f"{'a' * 64}  /etc/a.conf",
-        "[mode]", "644 /etc/a.conf",
+        "[mode]", "644 root root /etc/a.conf", "750 root etcd /etc/d",
         "[units]", "Id=a.service", "LoadState=masked", "UnitFileState=masked", "ActiveState=inactive",
         "", "Id=b.service", "LoadState=loaded", "UnitFileState=enabled", "ActiveState=active",
         "[sysctl]", "net.ipv4.ip_nonlocal_bind = 0",
@@ -308,6 +319,7 @@ def test_snapshot_parsing() -> None:
     ]
     st = cv.parse_snapshot(out)
     assert st.files == {"/etc/a.conf": ("a" * 64, 0o644)}
+    assert st.stats["/etc/d"] == (0o750, "root", "etcd")
     assert st.units["a.service"]["LoadState"] == "masked"
     assert st.units["b.service"]["ActiveState"] == "active"
     assert st.sysctls == {"net.ipv4.ip_nonlocal_bind": "0"}

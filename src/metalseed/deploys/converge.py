@@ -38,6 +38,8 @@ class ManagedFile:
     path: str
     content: bytes
     mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
     dir_mode: int | None = None
     """Mode of the parent directory (created if missing); None: created 0755 if missing."""
     check: str | None = None
@@ -55,9 +57,19 @@ class ManagedFile:
 
 
 @dataclass(frozen=True)
+class ManagedDir:
+    path: str
+    mode: int = 0o755
+    owner: str = "root"
+    group: str = "root"
+
+
+@dataclass(frozen=True)
 class HostSpec:
     packages: tuple[str, ...] = ()
     sysctls: tuple[tuple[str, str], ...] = ()
+    dirs: tuple[ManagedDir, ...] = ()
+    """Created (or corrected) before any file, in this order."""
     files: tuple[ManagedFile, ...] = ()
     units: tuple[str, ...] = ()
     """Unmasked, enabled and running, in this order."""
@@ -74,6 +86,8 @@ class HostSpec:
 @dataclass
 class HostState:
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # path -> (sha256, mode)
+    stats: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+    """Every existing path (files and directories) -> (mode, owner, group)."""
     units: dict[str, dict[str, str]] = field(default_factory=dict)  # unit -> systemctl show props
     sysctls: dict[str, str] = field(default_factory=dict)
     packages: set[str] = field(default_factory=set)  # installed ("ii")
@@ -88,7 +102,8 @@ def snapshot_command(paths: Sequence[str], units: Sequence[str], sysctls: Sequen
     q = " ".join(shlex.quote(p) for p in paths)
     parts = ["echo '[sha]'"]
     if paths:
-        parts += [f"sha256sum {q} 2>/dev/null", "echo '[mode]'", f"stat -c '%a %n' {q} 2>/dev/null"]
+        parts += [f"sha256sum {q} 2>/dev/null", "echo '[mode]'",
+                  f"stat -c '%a %U %G %n' {q} 2>/dev/null"]
     if units:
         parts += ["echo '[units]'",
                   "systemctl show -p Id,LoadState,UnitFileState,ActiveState "
@@ -107,7 +122,6 @@ def snapshot_command(paths: Sequence[str], units: Sequence[str], sysctls: Sequen
 def parse_snapshot(lines: Iterable[str]) -> HostState:
     st = HostState()
     section = ""
-    modes: dict[str, int] = {}
     shas: dict[str, str] = {}
     unit: dict[str, str] = {}
 
@@ -124,9 +138,9 @@ def parse_snapshot(lines: Iterable[str]) -> HostState:
         if section == "sha" and "  " in line:
             sha, path = line.split("  ", 1)
             shas[path] = sha
-        elif section == "mode" and " " in line:
-            mode, path = line.split(" ", 1)
-            modes[path] = int(mode, 8)
+        elif section == "mode" and line.count(" ") >= 3:
+            mode, owner, group, path = line.split(" ", 3)
+            st.stats[path] = (int(mode, 8), owner, group)
         elif section == "units":
             if not line.strip():
                 flush_unit()
@@ -141,8 +155,21 @@ def parse_snapshot(lines: Iterable[str]) -> HostState:
             if len(bits) >= 2 and bits[1].startswith("ii"):
                 st.packages.add(bits[0].split(":")[0])
     flush_unit()
-    st.files = {p: (sha, modes.get(p, -1)) for p, sha in shas.items()}
+    st.files = {p: (sha, st.stats.get(p, (-1, "", ""))[0]) for p, sha in shas.items()}
     return st
+
+
+def converged_snapshot(spec: HostSpec) -> list[str]:
+    """What the snapshot prints on a host that already looks like ``spec`` (for @fake tests)."""
+    lines = ["[sha]"] + [f"{f.sha256}  {f.path}" for f in spec.files]
+    lines += ["[mode]"] + [f"{d.mode:o} {d.owner} {d.group} {d.path}" for d in spec.dirs]
+    lines += [f"{f.mode:o} {f.owner} {f.group} {f.path}" for f in spec.files]
+    lines += ["[units]"]
+    for u in spec.units:
+        lines += [f"Id={u}", "LoadState=loaded", "UnitFileState=enabled", "ActiveState=active", ""]
+    lines += ["[sysctl]"] + [f"{k} = {v}" for k, v in spec.sysctls]
+    lines += ["[packages]"] + [f"{p} ii " for p in spec.packages]
+    return lines
 
 
 class HostSnapshot(FactBase[HostState]):
@@ -187,7 +214,11 @@ def plan(spec: HostSpec, st: HostState) -> list[Step]:
             steps.append(f"sysctl -q -w {setting} || {{ echo 'metalseed: cannot set {key} here "
                          f"(read-only /proc/sys?); set it on the host' >&2; exit 1; }}")
 
-    drifted = [f for f in spec.files if st.files.get(f.path) != (f.sha256, f.mode)]
+    for d in spec.dirs:
+        if st.stats.get(d.path) != (d.mode, d.owner, d.group):
+            steps.append(f"install -d -m {d.mode:04o} -o {d.owner} -g {d.group} {shlex.quote(d.path)}")
+    drifted = [f for f in spec.files if st.files.get(f.path) != (f.sha256, f.mode)
+               or st.stats.get(f.path, (0, "", ""))[1:] != (f.owner, f.group)]
     changed = [f for f in drifted if st.files.get(f.path, ("", -1))[0] != f.sha256]
     for f in drifted:
         steps.extend(_replace_file(f, f not in changed))
@@ -230,16 +261,21 @@ def plan(spec: HostSpec, st: HostState) -> list[Step]:
 def _replace_file(f: ManagedFile, same_content: bool) -> list[Step]:
     path = shlex.quote(f.path)
     mode = f"{f.mode:04o}"
-    if same_content:  # only the mode drifted
-        return [f"chmod {mode} {path}"]
+    owned = (f.owner, f.group) != ("root", "root")
+    chown = f"chown {f.owner}:{f.group} "
+    if same_content:  # only the mode or the owner drifted
+        return [f"chown {f.owner}:{f.group} {path} && chmod {mode} {path}"]
     parent = shlex.quote(str(Path(f.path).parent))
     staged = shlex.quote(f.path + STAGED_SUFFIX)
     mkdir = f"install -d -m {f.dir_mode:04o} {parent}" if f.dir_mode is not None else f"mkdir -p {parent}"
     steps: list[Step] = [mkdir]
     if f.mode & 0o077 == 0:
-        # A secret: the staged file exists with its final mode before any content arrives.
-        steps.append(f"install -m {mode} /dev/null {staged}")
-    steps += [Upload(f.content, f.path + STAGED_SUFFIX), f"chmod {mode} {staged}"]
+        # A secret: the staged file exists with its final mode and owner before any content
+        # arrives (an upload keeps the mode of the file it overwrites).
+        owner = f" -o {f.owner} -g {f.group}" if owned else ""
+        steps.append(f"install -m {mode}{owner} /dev/null {staged}")
+    steps.append(Upload(f.content, f.path + STAGED_SUFFIX))
+    steps.append((chown + staged + " && " if owned else "") + f"chmod {mode} {staged}")
     if f.check:
         check = f.check.replace("{path}", staged)
         # A failing check leaves the live file (and the running service) as they were.
@@ -254,13 +290,21 @@ def converge(spec: HostSpec) -> Generator[Any, None, None]:
     """Bring this host to ``spec``: one fact command, then only what differs."""
     if spec == HostSpec():
         return  # nothing to manage here: not even the fact's round trip
-    st = host.get_fact(
-        HostSnapshot,
-        paths=tuple(f.path for f in spec.files) + spec.absent,
-        units=spec.units + spec.retired_units,
-        sysctls=tuple(k for k, _ in spec.sysctls),
-        packages=spec.packages,
-    )
+    args = {
+        "paths": tuple(d.path for d in spec.dirs) + tuple(f.path for f in spec.files) + spec.absent,
+        "units": spec.units + spec.retired_units,
+        "sysctls": tuple(k for k, _ in spec.sysctls),
+        "packages": spec.packages,
+    }
+    # pyinfra 3 runs a fact's command each time it is asked for, and generates an operation twice
+    # (prepare, execute). Nothing else in a run touches what one converge manages, so the
+    # prepare-time answer is kept: one remote command per run instead of two. (``host`` is a
+    # context proxy shared by all hosts: the cache lives on the state.)
+    cache: dict[Any, HostState] = host.state.__dict__.setdefault("_metalseed_snapshots", {})
+    key = (host.name, *args.values())
+    if key not in cache:
+        cache[key] = host.get_fact(HostSnapshot, **args)
+    st = cache[key]
     for step in plan(spec, st):
         if isinstance(step, Upload):
             yield FileUploadCommand(io.BytesIO(step.content), step.dest)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 import shlex
@@ -33,12 +32,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pyinfra import host as current_host
-from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, StringCommand, deploy, operation
+from pyinfra.api import FactBase, FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.host import Host
 from pyinfra.api.state import State
 from pyinfra.operations import files, python, server
 
 from metalseed import etcdclient
+from metalseed.deploys.converge import HostSpec, ManagedDir, ManagedFile, converge
 from metalseed.errors import DeployError, EtcdError, HealthCheckError
 from metalseed.model import Cluster, Node, cluster_from_inventory
 from metalseed.pki.issue import init_pki, store_for
@@ -47,6 +47,7 @@ from metalseed.render import etcd as r
 T = TypeVar("T")
 
 HEALTH_TIMEOUT = 90.0
+FILES_OP = "etcd files (config, unit, certificates)"
 """Seconds the gates wait for every member to be healthy (a first bootstrap takes a few)."""
 SNAPSHOT_NAME = "metalseed-snapshot.db"
 
@@ -91,110 +92,6 @@ class EtcdHostState(FactBase[dict[str, str]]):
                 out[key] = value.strip()
         out["installed"] = ",".join(sorted(installed))
         return out
-
-
-class FileStates(FactBase[dict[str, tuple[str, str, str, str, str]]]):
-    """(kind, mode, owner, group, sha256) of each path; kind is f, d or - (missing)."""
-
-    def command(self, paths: tuple[str, ...]) -> str:
-        quoted = " ".join(shlex.quote(p) for p in paths)
-        return (
-            f"for p in {quoted}; do "
-            'if [ -d "$p" ]; then printf "d %s - %s\\n" "$(stat -c "%a %U %G" "$p")" "$p"; '
-            'elif [ -f "$p" ]; then printf "f %s %s %s\\n" "$(stat -c "%a %U %G" "$p")" '
-            '"$(sha256sum < "$p" | cut -c1-64)" "$p"; '
-            'else printf -- "- - - - - %s\\n" "$p"; fi; done'
-        )
-
-    @staticmethod
-    def default() -> dict[str, tuple[str, str, str, str, str]]:
-        return {}
-
-    def process(self, output: list[str]) -> dict[str, tuple[str, str, str, str, str]]:
-        out = {}
-        for line in output:
-            parts = line.split(" ", 5)
-            if len(parts) == 6:
-                kind, mode, owner, group, sha, path = parts
-                out[path] = (kind, mode, owner, group, sha)
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Operations of our own
-
-
-@dataclass(frozen=True)
-class WantFile:
-    path: str
-    content: bytes
-    mode: int
-    owner: str = "root"
-    group: str = "root"
-
-
-@dataclass(frozen=True)
-class WantDir:
-    path: str
-    mode: int
-    owner: str = "root"
-    group: str = "root"
-
-
-def plan_files(current: dict[str, tuple[str, str, str, str, str]], want_dirs: Sequence[WantDir],
-               want_files: Sequence[WantFile]) -> tuple[list[str], list[WantFile], list[str]]:
-    """Pure: (directory commands, files to upload, install commands) to go from ``current`` to
-    what is wanted. Empty lists mean nothing to do."""
-    dir_cmds: list[str] = []
-    uploads: list[WantFile] = []
-    install: list[str] = []
-    for d in want_dirs:
-        kind, mode, owner, group, _ = current.get(d.path, ("-", "", "", "", ""))
-        if (kind, mode, owner, group) != ("d", f"{d.mode:o}", d.owner, d.group):
-            p = shlex.quote(d.path)
-            dir_cmds.append(f"mkdir -p {p} && chown {d.owner}:{d.group} {p} && chmod {d.mode:o} {p}")
-    for f in want_files:
-        kind, mode, owner, group, sha = current.get(f.path, ("-", "", "", "", ""))
-        p = shlex.quote(f.path)
-        if kind != "f" or sha != hashlib.sha256(f.content).hexdigest():
-            uploads.append(f)
-            tmp = shlex.quote(f.path + ".metalseed-new")
-            # Owner and mode are set before the rename: a key is never readable by anyone else,
-            # and etcd never reads a half-written file.
-            install.append(f"chown {f.owner}:{f.group} {tmp} && chmod {f.mode:o} {tmp} && "
-                           f"mv -f {tmp} {p}")
-        elif (mode, owner, group) != (f"{f.mode:o}", f.owner, f.group):
-            install.append(f"chown {f.owner}:{f.group} {p} && chmod {f.mode:o} {p}")
-    return dir_cmds, uploads, install
-
-
-@operation()
-def converge_files(dirs: Sequence[WantDir], want: Sequence[WantFile]) -> Generator[Any, None, None]:
-    """Directories and files (content, owner, mode) in one operation: one remote command to
-    check them all, uploads only for what differs. Contents are never printed."""
-    paths = tuple(d.path for d in dirs) + tuple(f.path for f in want)
-    # pyinfra 3 runs a fact's command again each time it is asked for, and an operation is
-    # generated twice (prepare, execute). Nothing touches these paths in between, so the
-    # prepare-time answer is kept: one remote command per run instead of two.
-    # (`host` is a context proxy shared by all hosts: the cache lives on the state.)
-    cache: dict[tuple[str, tuple[str, ...]], Any] = current_host.state.__dict__.setdefault(
-        "_metalseed_file_states", {})
-    key = (current_host.name, paths)
-    if key not in cache:
-        cache[key] = current_host.get_fact(FileStates, paths=paths)
-    current = cache[key]
-    dir_cmds, uploads, install = plan_files(current, dirs, want)
-    # Each upload's temporary file is created empty and 0600 first (SFTP keeps the mode of the
-    # file it overwrites), so no key exists with a wider mode, even for a moment.
-    prepare = dir_cmds + [f"install -m 600 /dev/null {shlex.quote(f.path + '.metalseed-new')}"
-                          for f in uploads]
-    if prepare:
-        yield StringCommand(" && ".join(prepare))
-    for f in uploads:
-        tmp = f.path + ".metalseed-new"
-        yield FileUploadCommand(io.BytesIO(f.content), tmp, remote_temp_filename=tmp)
-    if install:
-        yield StringCommand(" && ".join(install))
 
 
 def _raise(exc: BaseException) -> None:
@@ -312,28 +209,27 @@ def _this_master(cluster: Cluster) -> Node | None:
     return None
 
 
-def host_files(cluster: Cluster, member: Node, bootstrap: str | None) -> tuple[list[WantDir],
-                                                                               list[WantFile]]:
-    """Directories and files of one master. ``bootstrap`` is the bootstrap.env text, written
-    only for a member that has no data yet."""
-    dirs = [
-        WantDir("/etc/metalseed", 0o755),
-        WantDir(r.CONFIG_DIR, 0o755),
-        WantDir(r.PKI_DIR, 0o750, "root", r.USER),
-        WantDir(cluster.etcd.data_dir, 0o700, r.USER, r.USER),
-    ]
-    want = [
-        WantFile(f.path, _read_store(cluster, f.store_id, f.cert), f.mode, f.owner, f.group)
+def host_spec(cluster: Cluster, member: Node, bootstrap: str | None) -> HostSpec:
+    """Directories and files of one master, converged in one operation. ``bootstrap`` is the
+    bootstrap.env text, written only for a member that has no data yet."""
+    dirs = (
+        ManagedDir("/etc/metalseed", 0o755),
+        ManagedDir(r.CONFIG_DIR, 0o755),
+        ManagedDir(r.PKI_DIR, 0o750, "root", r.USER),
+        ManagedDir(cluster.etcd.data_dir, 0o700, r.USER, r.USER),
+    )
+    files = [
+        ManagedFile(f.path, _read_store(cluster, f.store_id, f.cert), f.mode, f.owner, f.group)
         for f in r.pki_files(member) if f.store_id is not None
     ]
-    want += [
-        WantFile(r.ENV_FILE, r.render_env(cluster, member).encode(), 0o644),
-        WantFile(r.ETCDCTL_ENV_FILE, r.render_etcdctl_env(cluster).encode(), 0o644),
-        WantFile(r.UNIT_PATH, r.render_unit(cluster, member).encode(), 0o644),
+    files += [
+        ManagedFile(r.ENV_FILE, r.render_env(cluster, member).encode()),
+        ManagedFile(r.ETCDCTL_ENV_FILE, r.render_etcdctl_env(cluster).encode()),
+        ManagedFile(r.UNIT_PATH, r.render_unit(cluster, member).encode(), unit_file=True),
     ]
     if bootstrap is not None:
-        want.append(WantFile(r.BOOTSTRAP_FILE, bootstrap.encode(), 0o644))
-    return dirs, want
+        files.append(ManagedFile(r.BOOTSTRAP_FILE, bootstrap.encode()))
+    return HostSpec(dirs=dirs, files=tuple(files))
 
 
 def install_commands(cluster: Cluster, st: dict[str, str]) -> list[str]:
@@ -457,8 +353,7 @@ def etcd() -> None:
         joining = not fresh
         bootstrap = r.render_bootstrap(cluster.etcd_initial_cluster(),
                                        "new" if fresh else "existing", r.cluster_token(cluster))
-    dirs, want = host_files(cluster, member, bootstrap)
-    changed = converge_files(name="etcd files (config, unit, certificates)", dirs=dirs, want=want)
+    changed = converge(name=FILES_OP, spec=host_spec(cluster, member, bootstrap))
 
     call_if(name="Check the cluster expects this member", needed=joining,
             function=_check_joinable, cluster=cluster, member=member)
@@ -643,8 +538,7 @@ def etcd_restore(snapshot: str | Path | None = None, force: bool = False) -> Non
                               lambda: _restore_precheck(cluster, snap, force)))
     st = _master_states(cluster, inv).get(member.name) or {}
     run_commands(name="Install etcd", commands=install_commands(cluster, st))
-    dirs, want = host_files(cluster, member, None)
-    converge_files(name="etcd files (config, unit, certificates)", dirs=dirs, want=want)
+    converge(name=FILES_OP, spec=host_spec(cluster, member, None))
     remote = f"/root/{SNAPSHOT_NAME}"
     files.put(name="Upload the snapshot", src=str(snap), dest=remote, mode="0600")
     server.shell(name="Stop etcd", commands=[f"systemctl stop {r.UNIT_NAME}"])
@@ -788,8 +682,7 @@ def etcd_replace_member(member_name: str) -> None:
             f"if [ -e {d} ]; then mv {d} {d}.replaced-$(date +%Y%m%dT%H%M%S); fi",
             f"install -d -m 700 -o {r.USER} -g {r.USER} {d}"])
     bootstrap = r.render_bootstrap(plan.initial_cluster, "existing", r.cluster_token(cluster))
-    dirs, want = host_files(cluster, member, bootstrap)
-    converge_files(name="etcd files (config, unit, certificates)", dirs=dirs, want=want)
+    converge(name=FILES_OP, spec=host_spec(cluster, member, bootstrap))
     python.call(name="etcd: remove the old member, add this one as a learner",
                 function=_swap_member, cluster=cluster, plan=plan)
     server.shell(name="Start etcd", commands=[
