@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO / "src"))
 from metalseed import etcdprobe  # noqa: E402
 from metalseed.deploys.etcd import wait_cluster_healthy  # noqa: E402
 from metalseed.lab import Lab  # noqa: E402
+from metalseed.probe import pyinfra_totals  # noqa: E402
 
 LAB = "etcdb"
 TARGETS = {"healthy": 20.0, "rerun": 10.0, "resume": 1.5}
@@ -51,17 +51,6 @@ def pyinfra(args: list[str]) -> tuple[float, str]:
     if proc.returncode != 0:
         sys.exit(f"pyinfra failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return took, proc.stdout + proc.stderr  # pyinfra writes its report to stderr
-
-
-def grand_total(out: str) -> tuple[int, int]:
-    """(operations that changed something, operations without change) from pyinfra's table."""
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
-    m = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", plain)
-    if not m:
-        return -1, -1
-    def num(s: str) -> int:
-        return 0 if s == "-" else int(s)
-    return num(m.group(2)), num(m.group(4))
 
 
 def median_ms(values: list[float]) -> str:
@@ -91,7 +80,8 @@ def main() -> int:
         shutil.rmtree(REPO / "pki" / LAB, ignore_errors=True)
         t_first, _ = pyinfra(["deploys/etcd.py"])
         t_second, out_second = pyinfra(["deploys/etcd.py"])
-        changed_second, unchanged_second = grand_total(out_second)
+        totals = pyinfra_totals(out_second)
+        changed_second, unchanged_second = totals.get("success", -1), totals.get("no_change", -1)
 
         inv = etcdprobe.lab_inventory(lab)
         cluster = etcdprobe.cluster_of(inv)

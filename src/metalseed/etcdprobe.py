@@ -4,7 +4,6 @@ API, a continuous writer that records every acknowledged write, leader lookup.""
 from __future__ import annotations
 
 import itertools
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -143,7 +142,3 @@ class Writer(BackgroundLoop):
 
     def lost(self, present: set[str]) -> list[int]:
         return [seq for seq, _ in self.acked if f"{self.prefix}{seq:08d}" not in present]
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")

@@ -1,9 +1,22 @@
-"""A loop in a background thread for the lab probes (the etcd writer, the HTTPS client)."""
+"""Shared by the lab tests and benchmarks: a loop in a background thread (the etcd writer, the
+HTTPS client) and the totals of a pyinfra run."""
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Self
+
+
+def pyinfra_totals(output: str) -> dict[str, int]:
+    """The 'Grand total' row of pyinfra's results table: hosts, success, error, no_change
+    (pyinfra prints '-' for zero). KeyError-free: a run without the table gives an empty dict."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    m = re.search(r"Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", plain)
+    if not m:
+        return {}
+    return {k: 0 if v == "-" else int(v)
+            for k, v in zip(("hosts", "success", "error", "no_change"), m.groups(), strict=True)}
 
 
 class BackgroundLoop:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -22,6 +21,7 @@ from pyinfra.api import deploy
 from metalseed.deploys.converge import HostSpec, ManagedFile, converge
 from metalseed.errors import DeployError
 from metalseed.model import Cluster, Node, cluster_from_inventory
+from metalseed.pki.issue import ensure_store
 from metalseed.render import edge as r
 
 EDGE_OP = "edge: nginx + keepalived on the masters"
@@ -80,17 +80,6 @@ def _this_node(cluster: Cluster) -> Node:
         raise DeployError(f"host {host.name!r} is not a node of cluster {cluster.name!r}") from None
 
 
-def _ensure_pki(cluster: Cluster, inventory: Any) -> None:
-    # Once per run (the same flag as the other deploys): init_pki is idempotent, so a converged
-    # store is left byte for byte; it issues the edge certificate if it is missing or due.
-    if cluster.edge.cert_file is not None or getattr(inventory, "_metalseed_pki_ready", False):
-        return
-    from metalseed.pki.issue import init_pki
-
-    init_pki(cluster)
-    inventory._metalseed_pki_ready = True
-
-
 @deploy("metalseed edge: keepalived VIP + nginx TLS termination")
 def edge() -> None:
     cluster = cluster_from_inventory(host.inventory)
@@ -100,7 +89,8 @@ def edge() -> None:
     if not node.is_master:
         converge(name=EDGE_OP, spec=HostSpec(), _serial=True)
         return
-    _ensure_pki(cluster, host.inventory)
+    if cluster.edge.cert_file is None:  # with the operator's own certificate the edge needs no store
+        ensure_store(cluster, host.inventory)
     # Read once per run: every master ships the same bundle.
     cache = vars(host.inventory)
     if "_metalseed_edge_material" not in cache:

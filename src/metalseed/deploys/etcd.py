@@ -41,7 +41,7 @@ from metalseed import etcdclient
 from metalseed.deploys.converge import HostSpec, ManagedDir, ManagedFile, converge
 from metalseed.errors import DeployError, EtcdError, HealthCheckError
 from metalseed.model import Cluster, Node, cluster_from_inventory
-from metalseed.pki.issue import init_pki, store_for
+from metalseed.pki.issue import ensure_store, store_for
 from metalseed.render import etcd as r
 
 T = TypeVar("T")
@@ -162,15 +162,6 @@ def shared(state: State, key: str, fn: Callable[[], T]) -> T:
     if not ok:
         raise value
     return value
-
-
-def _ensure_pki(cluster: Cluster, inventory: Any) -> None:
-    # Once per run: the store is shared by every host, and init_pki is idempotent (it issues
-    # only what is missing or due, so a converged store is left byte for byte).
-    if getattr(inventory, "_metalseed_pki_ready", False):
-        return
-    init_pki(cluster)
-    inventory._metalseed_pki_ready = True
 
 
 def _read_store(cluster: Cluster, store_id: str, cert: bool) -> bytes:
@@ -338,7 +329,7 @@ def etcd() -> None:
     member = _this_master(cluster)
     if member is None:
         return
-    _ensure_pki(cluster, current_host.inventory)
+    ensure_store(cluster, current_host.inventory)
     states = _master_states(cluster, current_host.inventory)
     st = states.get(member.name) or {}
     has_data = st.get("data") == "yes"
@@ -529,7 +520,7 @@ def etcd_restore(snapshot: str | Path | None = None, force: bool = False) -> Non
         snapshot = snaps[-1].path
     snap = Path(snapshot)
     inv: Any = current_host.inventory
-    _ensure_pki(cluster, inv)
+    ensure_store(cluster, inv)
     token = getattr(inv, "_metalseed_restore_token", None) or restore_token(cluster, snap)
     inv._metalseed_restore_token = token
 
@@ -669,7 +660,7 @@ def etcd_replace_member(member_name: str) -> None:
     member = _this_master(cluster)
     if member is None or member.name != member_name:
         return
-    _ensure_pki(cluster, current_host.inventory)
+    ensure_store(cluster, current_host.inventory)
     plan = _membership_plan(cluster, member_name)
     st = _host_state(cluster, current_host)
     run_commands(name="Install etcd", commands=install_commands(cluster, st))

@@ -26,7 +26,7 @@ from metalseed.errors import DeployError, PKIError
 from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.pki import rotation
 from metalseed.pki.installed import InstalledCertificates, fingerprint, parse_dump
-from metalseed.pki.issue import init_pki, store_for
+from metalseed.pki.issue import init_pki, mark_store_converged, store_for
 from metalseed.pki.plan import NEXT
 from metalseed.pki.profiles import ETCD_CA, leaf_specs
 from metalseed.pki.x509 import load_cert
@@ -99,7 +99,7 @@ def store_step(cluster: Cluster, inventory: Any, leaves: str, ca: str | None,
     except PKIError as e:
         raise DeployError(f"certificate rotation: {e}") from e
     done += [f"{a.id}: {a.what} ({a.reason})" for a in report.actions]
-    inventory._metalseed_pki_ready = True  # the etcd and edge deploys need not converge it again
+    mark_store_converged(inventory)  # the etcd and edge deploys need not converge it again
     return done
 
 

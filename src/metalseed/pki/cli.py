@@ -13,7 +13,7 @@ from typing import Any
 from metalseed.errors import ModelError
 from metalseed.model import Cluster, load_cluster
 from metalseed.pki.issue import init_pki, store_for, utcnow
-from metalseed.pki.plan import BAD_FOR_CHECK, EXPIRED, INVALID, MISSING, OK, Status, inspect
+from metalseed.pki.plan import BAD_FOR_CHECK, EXPIRED, INVALID, MISSING, OK, Inventory, Status, inspect
 
 
 def _add_inventory(p: argparse.ArgumentParser) -> None:
@@ -96,18 +96,18 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    rc = cmd_show(args)
-    if args.store_only:
-        return rc
     from metalseed.model import cluster_from_inventory, load_inventory
     from metalseed.pki.installed import MATCHES, collect, compare
 
     inventory = load_inventory(args.inventory, _overrides(args))
     cluster = cluster_from_inventory(inventory)
     now = utcnow()
+    rc, stored = show_store(cluster, args.inventory, now)
+    if args.store_only:
+        return rc
     print(f"\nInstalled on the hosts ({len(cluster.nodes)}):", flush=True)
     items, errors = collect(cluster, inventory)
-    statuses = compare(items, inspect(cluster, store_for(cluster), now), cluster.pki, now)
+    statuses = compare(items, stored, cluster.pki, now)
     rows = [("HOST", "PATH", "SUBJECT", "NOT AFTER", "DAYS LEFT", "STORE", "STATUS")]
     states = []
     for st in statuses:
@@ -175,16 +175,20 @@ def _table(rows: Sequence[tuple[str, ...]], states: list[str]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    cluster = _cluster(args)
-    now = utcnow()
+    return show_store(_cluster(args), args.inventory, utcnow())[0]
+
+
+def show_store(cluster: Cluster, inventory_arg: str, now: dt.datetime) -> tuple[int, Inventory]:
+    """Print the store's table; (exit status, what was inspected)."""
     store = store_for(cluster)
-    statuses = inspect(cluster, store, now).all()
+    inv = inspect(cluster, store, now)
+    statuses = inv.all()
     print(f"PKI store {store.root} (cluster {cluster.name}), {now:%Y-%m-%d %H:%M} UTC")
     print(format_table(statuses, now))
     bad = [s for s in statuses if s.state in BAD_FOR_CHECK]
     if bad:
         print(f"\n{len(bad)} of {len(statuses)} need attention: run `metalseed pki init "
-              f"{args.inventory}` (leaves) or rotate (CAs).")
-        return 1
+              f"{inventory_arg}` (leaves) or rotate (CAs).")
+        return 1, inv
     print(f"\nall {len(statuses)} valid")
-    return 0
+    return 0, inv

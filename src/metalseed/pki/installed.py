@@ -23,7 +23,7 @@ from pyinfra.api import FactBase
 
 from metalseed.model import Cluster, PKISettings
 from metalseed.pki import x509 as px
-from metalseed.pki.plan import EXPIRED, INVALID, OK, Inventory, is_due
+from metalseed.pki.plan import INVALID, Inventory, expiry_state
 
 # Everything our deploys install lives below these; CA bundles of the OS are not ours to check.
 SCAN_DIRS = ("/etc/metalseed", "/etc/etcd/pki", "/etc/kubernetes/pki", "/etc/nginx/metalseed")
@@ -104,9 +104,8 @@ def compare(items: Iterable[Installed], inventory: Inventory, settings: PKISetti
             store = f"{STALE} ({' or '.join(by_subject[(item.info.subject, item.info.issuer)])})"
         else:
             store = UNKNOWN
-        reason = is_due(item.info, settings, now)
-        state = EXPIRED if reason == "expired" else "due" if reason else OK
-        out.append(InstalledStatus(item, state, store, reason or ""))
+        state, reason = expiry_state(item.info, settings, now)
+        out.append(InstalledStatus(item, state, store, reason))
     return out
 
 

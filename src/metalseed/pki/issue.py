@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 
@@ -118,6 +119,22 @@ def init_pki(cluster: Cluster, now: dt.datetime | None = None,
                 report.actions.append(Action(f"kubeconfig/{spec.kubeconfig}.conf", "written",
                                              "certificate changed"))
     return report
+
+
+_CONVERGED = "_metalseed_pki_converged"
+
+
+def ensure_store(cluster: Cluster, inventory: Any) -> None:
+    """Converge the store once per pyinfra run (per inventory object): every deploy of the run
+    ships from the same store, and init_pki leaves a converged store byte for byte."""
+    if not getattr(inventory, _CONVERGED, False):
+        init_pki(cluster)
+        mark_store_converged(inventory)
+
+
+def mark_store_converged(inventory: Any) -> None:
+    """For a caller that ran init_pki itself (the rotation, with its own choices)."""
+    setattr(inventory, _CONVERGED, True)
 
 
 def _refuse_invalid(inv: Inventory) -> None:

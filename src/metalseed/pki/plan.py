@@ -71,6 +71,12 @@ def is_due(info: px.CertInfo, settings: PKISettings, now: dt.datetime) -> str | 
     return None
 
 
+def expiry_state(info: px.CertInfo, settings: PKISettings, now: dt.datetime) -> tuple[str, str]:
+    """(``ok`` | ``due`` | ``expired``, reason) of a certificate under the renewal policy."""
+    reason = is_due(info, settings, now)
+    return (EXPIRED if reason == "expired" else DUE if reason else OK), reason or ""
+
+
 def _load(store: Store, id: str) -> tuple[x509.Certificate | None, px.PrivateKey | None, str]:
     """(cert, key, problem). Both None and no problem means: not there at all."""
     cert_data, key_data = store.read_pair(id)
@@ -102,9 +108,7 @@ def inspect_ca(spec: CASpec, store: Store, settings: PKISettings, now: dt.dateti
     info = px.describe(cert)
     if not info.is_ca or not px.signed_by(cert, cert):
         return Status(spec.id, "ca", INVALID, "not a self-signed CA certificate", info)
-    reason = is_due(info, settings, now)
-    state = EXPIRED if reason == "expired" else DUE if reason else OK
-    return Status(spec.id, "ca", state, reason or "", info, cert, key)
+    return Status(spec.id, "ca", *expiry_state(info, settings, now), info, cert, key)
 
 
 def inspect_leaf(spec: LeafSpec, store: Store, ca: Status, settings: PKISettings,
@@ -128,9 +132,7 @@ def inspect_leaf(spec: LeafSpec, store: Store, ca: Status, settings: PKISettings
     differs = _differences(spec, info, settings)
     if differs:
         return Status(spec.id, "leaf", MISMATCH, "; ".join(differs), info, cert, key)
-    reason = is_due(info, settings, now)
-    state = EXPIRED if reason == "expired" else DUE if reason else OK
-    return Status(spec.id, "leaf", state, reason or "", info, cert, key)
+    return Status(spec.id, "leaf", *expiry_state(info, settings, now), info, cert, key)
 
 
 def _differences(spec: LeafSpec, info: px.CertInfo, settings: PKISettings) -> list[str]:
