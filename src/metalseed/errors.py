@@ -74,3 +74,14 @@ class HealthCheckError(MetalseedError):
 
 class DeployError(MetalseedError):
     """A deploy could not do its job on a host."""
+
+
+class MirrorError(MetalseedError):
+    """The artifact mirror could not be built, read, verified or served.
+
+    A failed build names the component and carries the tail of the build tool's output.
+    """
+
+
+class MirrorIntegrityError(MirrorError):
+    """A mirror file does not match the digest the manifest (or a pin) promises: never used."""
