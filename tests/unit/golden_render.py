@@ -63,6 +63,8 @@ def inventories() -> dict[str, Callable[[], Cluster]]:
             etcd_tarball_url="file:///srv/etcd.tar.gz", etcd_tarball_sha256=TARBALL_SHA,
             etcd_client_port=12379, etcd_heartbeat_ms=100, etcd_election_ms=1000,
             pki_renew_before="7d", ingress_http_nodeport=31080),
+        # One master (a small lab): unicast VRRP with no peer at all, one worker.
+        "lab-single": lambda: lab_cluster_single(edge_vrrp_unicast=True),
     }
 
 
@@ -72,6 +74,12 @@ def lab_cluster_without_workers(**extra: Any) -> Cluster:
     masters = [m.name for m in s.masters]
     return cluster_from_inventory(lab_inventory.pyinfra_inventory(s, masters=masters, workers=[],
                                                                   **extra))
+
+
+def lab_cluster_single(**extra: Any) -> Cluster:
+    p = lab_plan.plan_lab("single", 1, 1, ipaddress.IPv4Network("10.213.9.0/24"))
+    s = lab_state.state_from_plan(p, Path("/var/lib/metalseed/lab/single/id_ed25519"))
+    return cluster_from_inventory(lab_inventory.pyinfra_inventory(s, **extra))
 
 
 def renders(c: Cluster) -> dict[str, str]:
