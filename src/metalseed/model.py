@@ -77,6 +77,8 @@ class EtcdSettings:
     tarball_url: str | None = None
     tarball_sha256: str | None = None
     data_dir: str = "/var/lib/etcd/metalseed"
+    backup_dir: Path = Path("backups")
+    """Where backups land on the operator's machine: ``<backup_dir>/<cluster>/``."""
 
 
 @dataclass(frozen=True)
@@ -295,6 +297,7 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "etcd_tarball_sha256": (_optional(_str("64 lowercase hex digits",
                                            lambda s: bool(_SHA256.match(s)))), None),
     "etcd_data_dir": (_str("an absolute path", lambda s: s.startswith("/")), EtcdSettings.data_dir),
+    "etcd_backup_dir": (_path, "backups"),
     "pki_key_algorithm": (_choice(*KEY_ALGORITHMS), "ecdsa-p256"),
     "pki_ca_lifetime": (parse_duration, "3650d"),
     "pki_leaf_lifetime": (parse_duration, "365d"),
@@ -318,8 +321,41 @@ HOST_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
                        is_rfc1123_subdomain), None),
 }
 
+
+
+def _leaves(value: object) -> str | tuple[str, ...]:
+    accepted = "'due', 'all', 'none', or store ids of leaves (a list, or separated by commas)"
+    if isinstance(value, str):
+        if value in ("due", "all", "none"):
+            return value
+        ids = tuple(x.strip() for x in value.split(",") if x.strip())
+    elif isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
+        ids = tuple(x.strip() for x in value if x.strip())
+    else:
+        raise ValueError(accepted)
+    if not ids:
+        raise ValueError(accepted)
+    return ids
+
+
+ROTATE_PHASES = ("trust", "reissue", "finish")
+
+# What one run of a day-2 playbook is asked to do: ``pyinfra INVENTORY deploys/rotate-certs.py
+# --data rotate=all``, or group data. Each playbook declares its defaults with ``@deploy(...,
+# data_defaults=...)`` and reads them through :func:`playbook_inputs`; the parsers live here so a
+# misspelt key or a bad value is refused with the same messages as every other setting.
+PLAYBOOK_INPUTS: dict[str, Callable[[object], Any]] = {
+    "rotate": _leaves,
+    "rotate_ca": _optional(_str("a CA's store id, such as 'etcd/ca'")),
+    "rotate_phase": _optional(_choice(*ROTATE_PHASES)),
+    "etcd_backup_retention": _int(1, 10000),
+    "etcd_snapshot": _optional(_path),
+    "etcd_restore_force": _bool,
+    "etcd_replace": _optional(_str("a master's node name")),
+}
+
 REQUIRED = ("cluster_name", "vip", "node_network")
-KNOWN_KEYS = frozenset(CLUSTER_SETTINGS) | frozenset(HOST_SETTINGS)
+KNOWN_KEYS = frozenset(CLUSTER_SETTINGS) | frozenset(HOST_SETTINGS) | frozenset(PLAYBOOK_INPUTS)
 
 
 def is_foreign_key(key: str) -> bool:
@@ -384,6 +420,15 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             raw[key] = parse(value)
         except ValueError as e:
             err(key, value, str(e))
+    # Playbook inputs given in the data are checked now too, with everything else; the playbook
+    # that uses them reads them again with its own defaults (playbook_inputs).
+    for key, parse_input in PLAYBOOK_INPUTS.items():
+        given = [h for h in hosts if key in h.data]
+        for h in given[:1]:
+            try:
+                parse_input(h.data[key])
+            except ValueError as e:
+                err(key, h.data[key], str(e))
 
     nodes: list[Node] = []
     for role, group in (("master", masters), ("worker", workers)):
@@ -432,6 +477,7 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             tarball_url=raw["etcd_tarball_url"],
             tarball_sha256=raw["etcd_tarball_sha256"],
             data_dir=raw["etcd_data_dir"],
+            backup_dir=raw["etcd_backup_dir"],
         ),
         pki=PKISettings(
             key_algorithm=raw["pki_key_algorithm"],
@@ -530,6 +576,32 @@ def _check_ports(raw: dict[str, Any], err: Callable[..., None]) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Entry points from pyinfra
+
+
+def playbook_inputs(cluster: Cluster, data: Any, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated inputs of one playbook run: each key of ``defaults`` (the playbook's
+    ``data_defaults``), read from pyinfra data (``host.data``: ``--data``, host and group data,
+    then the deploy's defaults). Raises ModelErrors naming every bad input."""
+    errors: list[ModelError] = []
+    out: dict[str, Any] = {}
+    for key, default in defaults.items():
+        value = data.get(key, default)
+        try:
+            out[key] = PLAYBOOK_INPUTS[key](value)
+        except ValueError as e:
+            errors.append(ModelError(key, value, str(e)))
+    if ("rotate_ca" in out) and (out["rotate_ca"] is None) != (out.get("rotate_phase") is None):
+        errors.append(ModelError(
+            "rotate_ca" if out["rotate_ca"] is None else "rotate_phase", None,
+            "both rotate_ca and rotate_phase for a CA rotation (--data rotate_ca=etcd/ca "
+            "--data rotate_phase=trust), or neither"))
+    masters = [m.name for m in cluster.masters]
+    if "etcd_replace" in out and out["etcd_replace"] not in masters:
+        errors.append(ModelError("etcd_replace", out["etcd_replace"],
+                                 f"the name of the master to replace: one of {', '.join(masters)}"))
+    if errors:
+        raise errors[0] if len(errors) == 1 else ModelErrors(errors)
+    return out
 
 
 def cluster_from_inventory(inventory: Any) -> Cluster:

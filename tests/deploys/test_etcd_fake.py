@@ -18,7 +18,8 @@ from pyinfra.connectors.fake import FakeConnector
 
 from metalseed.deploys import etcd as d
 from metalseed.deploys.converge import converged_snapshot, parse_snapshot, plan
-from metalseed.errors import DeployError
+from metalseed.deploys.etcd import backup, deploy, replace, restore
+from metalseed.errors import DeployError, ModelError
 from metalseed.etcdclient import Member
 from metalseed.model import cluster_from_inventory
 from metalseed.pki.issue import init_pki, store_for
@@ -58,9 +59,10 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         rec.uploads.setdefault(self.host.name, {})[remote] = data
         return True
 
-    monkeypatch.setattr(d, "wait_cluster_healthy", gate)
-    monkeypatch.setattr(d, "_restart_member", restart)
-    monkeypatch.setattr(d, "_check_joinable", joinable)
+    for module in (deploy, restore):
+        monkeypatch.setattr(module, "wait_cluster_healthy", gate)
+    monkeypatch.setattr(deploy, "_restart_member", restart)
+    monkeypatch.setattr(deploy, "_check_joinable", joinable)
     monkeypatch.setattr(FakeConnector, "put_file", put_file)
     return rec
 
@@ -128,7 +130,7 @@ def converged_responses(state: State, name: str, **overrides: str) -> dict[Any, 
     host_state = [f"{k}={v}" for k, v in facts.items()]
     host_state += [f"pkg={p}:ii " for p in r.DEBIAN_PACKAGES]
     return {"dpkg-query -W": host_state,
-            "echo '[sha]'": converged_snapshot(d.host_spec(cluster, member, None))}
+            "echo '[sha]'": converged_snapshot(deploy.host_spec(cluster, member, None))}
 
 
 def converged_state(tmp_path: Path, changes: dict[str, dict[str, str]] | None = None,
@@ -245,19 +247,20 @@ def test_tarball_source_is_downloaded_with_its_sha256(tmp_path: Path, rec: Recor
 
 def test_backup_runs_once(tmp_path: Path, rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     taken: list[int] = []
-    monkeypatch.setattr(d, "_take_backup", lambda state, host, cluster, retention:
+    monkeypatch.setattr(backup, "_take_backup", lambda state, host, cluster, retention:
                         taken.append(retention))
-    run(make_state(tmp_path), d.etcd_backup, retention=3)
+    run(make_state(tmp_path, etcd_backup_retention=3), d.etcd_backup)
     assert taken == [3]
-    with pytest.raises(DeployError, match="retention"):
-        run(make_state(tmp_path), d.etcd_backup, retention=0)
+    run(make_state(tmp_path), d.etcd_backup)
+    assert taken == [3, 7]  # the playbook's data_defaults
+    with pytest.raises(ModelError, match="etcd_backup_retention: found 0"):
+        run(make_state(tmp_path, etcd_backup_retention=0), d.etcd_backup)
 
 
 def test_restore_refuses_without_a_snapshot(tmp_path: Path, rec: Recorder,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("METALSEED_BACKUP_DIR", str(tmp_path / "backups"))
     with pytest.raises(DeployError, match="no snapshot"):
-        run(make_state(tmp_path), d.etcd_restore)
+        run(make_state(tmp_path, etcd_backup_dir=str(tmp_path / "backups")), d.etcd_restore)
 
 
 def test_restore_stops_every_master_when_the_precheck_fails(
@@ -270,8 +273,8 @@ def test_restore_stops_every_master_when_the_precheck_fails(
         calls.append(1)
         raise DeployError("etcd still has a quorum")
 
-    monkeypatch.setattr(d, "_restore_precheck", precheck)
-    state = run(make_state(tmp_path), d.etcd_restore, snapshot=snap)
+    monkeypatch.setattr(restore, "_restore_precheck", precheck)
+    state = run(make_state(tmp_path, etcd_snapshot=str(snap)), d.etcd_restore)
     assert calls == [1]  # computed once, failed for every master
     assert {h.name for h in state.failed_hosts} == {f"@fake/{n}" for n in MASTERS}
     for name in MASTERS:
@@ -285,7 +288,7 @@ def test_restore_stops_every_master_when_the_precheck_fails(
 def test_a_converged_master_plans_nothing_and_owner_drift_is_a_chown(tmp_path: Path) -> None:
     cluster = _cluster(tmp_path)
     init_pki(cluster)
-    spec = d.host_spec(cluster, cluster.masters[0], None)
+    spec = deploy.host_spec(cluster, cluster.masters[0], None)
     st = parse_snapshot(converged_snapshot(spec))
     assert plan(spec, st) == []
     st.stats[r.PKI.key] = (0o600, "root", "root")
@@ -309,7 +312,7 @@ def healthy(*ids: int) -> set[str]:
 
 def test_replacement_removes_the_dead_member_and_adds_the_new_one(tmp_path: Path) -> None:
     c = _cluster(tmp_path)
-    plan = d.plan_replacement(c, _members(), healthy(1, 3), "m2")
+    plan = replace.plan_replacement(c, _members(), healthy(1, 3), "m2")
     assert plan.remove is not None and plan.remove.id == 2
     assert plan.already_added is None
     assert plan.initial_cluster == ("m1=https://10.20.0.11:2380,m3=https://10.20.0.13:2380,"
@@ -318,24 +321,24 @@ def test_replacement_removes_the_dead_member_and_adds_the_new_one(tmp_path: Path
 
 def test_replacement_on_another_machine_with_a_new_name(tmp_path: Path) -> None:
     c = _cluster(tmp_path, m2={"node_name": "m4", "address": "10.20.0.14"})
-    plan = d.plan_replacement(c, _members(), healthy(1, 3), "m4")
+    plan = replace.plan_replacement(c, _members(), healthy(1, 3), "m4")
     assert plan.remove is not None and plan.remove.name == "m2"
     assert plan.initial_cluster.endswith("m4=https://10.20.0.14:2380")
 
 
 def test_replacement_refuses_to_remove_a_healthy_member(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match="is healthy"):
-        d.plan_replacement(_cluster(tmp_path), _members(), healthy(1, 2, 3), "m2")
+        replace.plan_replacement(_cluster(tmp_path), _members(), healthy(1, 2, 3), "m2")
 
 
 def test_replacement_refuses_when_another_member_is_down(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match="every remaining member must be healthy"):
-        d.plan_replacement(_cluster(tmp_path), _members(), healthy(1), "m2")
+        replace.plan_replacement(_cluster(tmp_path), _members(), healthy(1), "m2")
 
 
 def test_replacement_resumes_after_the_learner_was_added(tmp_path: Path) -> None:
     members = [m for m in _members() if m.id != 2]
     members.append(Member(9, "", ("https://10.20.0.12:2380",), (), True))
-    plan = d.plan_replacement(_cluster(tmp_path), members, healthy(1, 3), "m2")
+    plan = replace.plan_replacement(_cluster(tmp_path), members, healthy(1, 3), "m2")
     assert plan.remove is None
     assert plan.already_added is not None and plan.already_added.id == 9

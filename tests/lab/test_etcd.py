@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from metalseed import etcdclient, etcdprobe
 from metalseed.deploys import etcd as d
+from metalseed.deploys.etcd.backup import list_snapshots
 from metalseed.errors import EtcdError, HealthCheckError
 from metalseed.lab import Lab
 from metalseed.model import Cluster
@@ -256,13 +257,13 @@ def test_a_hung_or_cut_off_member_does_not_stop_the_others_and_catches_up(
 def test_backup_then_restore_after_two_members_lost_their_data(
         lab: Lab, cluster: Cluster, client: etcdclient.EtcdClient, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("METALSEED_BACKUP_DIR", str(tmp_path))
-    inv = etcdprobe.lab_inventory(lab)
+    inv = etcdprobe.lab_inventory(lab, etcd_backup_dir=str(tmp_path))
     for i in range(200):
         client.put(f"/t/backup/{i:04d}", f"value-{i}")
     for _ in range(3):  # three snapshots, retention two
-        etcdprobe.run_deploy(etcdprobe.lab_inventory(lab), d.etcd_backup, retention=2)
-    snaps = d.list_snapshots(cluster)
+        etcdprobe.run_deploy(etcdprobe.lab_inventory(lab, etcd_backup_dir=str(tmp_path),
+                                                     etcd_backup_retention=2), d.etcd_backup)
+    snaps = list_snapshots(etcdprobe.cluster_of(inv))
     assert len(snaps) == 2
     manifest = json.loads(snaps[-1].path.with_suffix(".json").read_text())
     assert manifest["revision"] > 200 and manifest["hash"] and manifest["total_keys"] >= 200
@@ -289,21 +290,21 @@ def test_backup_then_restore_after_two_members_lost_their_data(
 
 def test_restore_is_refused_while_a_quorum_is_healthy(
         lab: Lab, cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("METALSEED_BACKUP_DIR", str(tmp_path))
-    etcdprobe.run_deploy(etcdprobe.lab_inventory(lab), d.etcd_backup)
+    etcdprobe.run_deploy(etcdprobe.lab_inventory(lab, etcd_backup_dir=str(tmp_path)), d.etcd_backup)
     before = main_pids(lab, ["m1", "m2", "m3"])
     with pytest.raises(Exception, match="failed"):
-        etcdprobe.run_deploy(etcdprobe.lab_inventory(lab), d.etcd_restore)
+        etcdprobe.run_deploy(etcdprobe.lab_inventory(lab, etcd_backup_dir=str(tmp_path)),
+                             d.etcd_restore)
     assert main_pids(lab, ["m1", "m2", "m3"]) == before
 
 
 def _replace(lab: Lab, masters: list[str], name: str) -> tuple[float, int]:
     """Replace member ``name`` under a continuous writer; (longest write gap, members)."""
-    inv = etcdprobe.lab_inventory(lab, masters=masters)
+    inv = etcdprobe.lab_inventory(lab, masters=masters, etcd_replace=name)
     cluster = etcdprobe.cluster_of(inv)
     with etcdprobe.Writer(cluster, prefix=f"/t/replace-{name}/") as writer:
         writer.wait_acks(20)
-        etcdprobe.run_deploy(inv, d.etcd_replace_member, member_name=name)
+        etcdprobe.run_deploy(inv, d.etcd_replace_member)
         writer.wait_acks(20)
     gap = writer.longest_gap()
     with etcdprobe.client(cluster) as c:

@@ -40,13 +40,11 @@ def metalseed(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-def rotate(run_pyinfra: RunPyinfra, monkeypatch: pytest.MonkeyPatch, *data: str,
-           check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
-    for key in ("METALSEED_ROTATE", "METALSEED_ROTATE_CA", "METALSEED_ROTATE_PHASE"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return run_pyinfra(*data, "deploys/rotate-certs.py", check=check)
+def rotate(run_pyinfra: RunPyinfra, *data: str, check: bool = True,
+           **inputs: str) -> subprocess.CompletedProcess[str]:
+    """deploys/rotate-certs.py with the playbook's inputs as pyinfra data (--data KEY=VALUE)."""
+    args = [*data, *(a for k, v in inputs.items() for a in ("--data", f"{k}={v}"))]
+    return run_pyinfra(*args, "deploys/rotate-certs.py", check=check)
 
 
 def installed_rows(output: str) -> list[str]:
@@ -60,10 +58,9 @@ def cluster(lab: Lab, run_pyinfra: RunPyinfra) -> Iterator[Cluster]:
 
 
 def test_short_lived_certificates_are_flagged_then_renewed(
-        cluster: Cluster, lab: Lab, run_pyinfra: RunPyinfra,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: Cluster, lab: Lab, run_pyinfra: RunPyinfra) -> None:
     issued = time.monotonic()
-    rotate(run_pyinfra, monkeypatch, *SHORT, METALSEED_ROTATE="all")
+    rotate(run_pyinfra, *SHORT, rotate="all")
     fresh = metalseed(lab, "certs", "check", "inventory/lab.py", *SHORT)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     rows = installed_rows(fresh.stdout)
@@ -86,7 +83,7 @@ def test_short_lived_certificates_are_flagged_then_renewed(
     assert "/etc/metalseed/etcd/pki/server.crt" in journal and "due, expires" in journal
 
     # rotate-certs.py with default lifetimes renews exactly what is due, host by host.
-    renewed = rotate(run_pyinfra, monkeypatch)
+    renewed = rotate(run_pyinfra)
     assert "re-issued" in renewed.stdout + renewed.stderr
     after = metalseed(lab, "certs", "check", "inventory/lab.py")
     assert after.returncode == 0, after.stdout
@@ -106,15 +103,14 @@ def test_the_daily_check_timer_can_be_switched_off_and_on(
 
 
 def test_rotating_everything_under_load_fails_no_request_and_loses_no_write(
-        cluster: Cluster, lab: Lab, run_pyinfra: RunPyinfra,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: Cluster, lab: Lab, run_pyinfra: RunPyinfra) -> None:
     store = store_for(cluster)
     vip = str(cluster.vip)
     lost: dict[str, list[int]] = {}
     failed: dict[str, list[Any]] = {}
     gaps: dict[str, float] = {}
 
-    def under_load(label: str, **env: str) -> None:
+    def under_load(label: str, **inputs: str) -> None:
         # Each stage starts clients with the credentials of the moment, as a real client that is
         # handed its renewed certificates between stages would.
         ctx = edgeprobe.tls_context(bundle_path(store, "edge/ca"))
@@ -123,7 +119,7 @@ def test_rotating_everything_under_load_fails_no_request_and_loses_no_write(
             writer.wait_acks(20, timeout=15)
             client.wait_ok(20, timeout=15)
             started = time.monotonic()
-            rotate(run_pyinfra, monkeypatch, **env)
+            rotate(run_pyinfra, **inputs)
             writer.wait_acks(20, timeout=15)
             client.wait_ok(5, timeout=15)
         with etcdprobe.client(cluster) as c:
@@ -133,11 +129,10 @@ def test_rotating_everything_under_load_fails_no_request_and_loses_no_write(
         failed[label] = client.failures()
         gaps[label] = writer.longest_gap(since=started)
 
-    under_load("leaves", METALSEED_ROTATE="all")
+    under_load("leaves", rotate="all")
     for ca in ("etcd/ca", "edge/ca"):
         for phase in ("trust", "reissue", "finish"):
-            under_load(f"{ca} {phase}", METALSEED_ROTATE="none", METALSEED_ROTATE_CA=ca,
-                       METALSEED_ROTATE_PHASE=phase)
+            under_load(f"{ca} {phase}", rotate="none", rotate_ca=ca, rotate_phase=phase)
 
     print(f"\nlongest write gap per stage (s): { {k: round(v, 2) for k, v in gaps.items()} }")
     assert all(not v for v in lost.values()), f"acknowledged writes lost: {lost}"
@@ -150,13 +145,13 @@ def test_rotating_everything_under_load_fails_no_request_and_loses_no_write(
 
 
 def test_rotation_interrupted_by_a_crashed_master_resumes(
-        cluster: Cluster, lab: Lab, run_pyinfra: RunPyinfra,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: Cluster, lab: Lab, run_pyinfra: RunPyinfra) -> None:
     pyinfra = Path(sys.executable).with_name("pyinfra")
-    env = dict(os.environ, METALSEED_LAB=lab.name, METALSEED_ROTATE="all")
+    env = dict(os.environ, METALSEED_LAB=lab.name)
     victim = cluster.masters[-1].name
     out = ""
-    run = subprocess.Popen([str(pyinfra), "-y", "inventory/lab.py", "deploys/rotate-certs.py"],
+    run = subprocess.Popen([str(pyinfra), "-y", "inventory/lab.py", "--data", "rotate=all",
+                            "deploys/rotate-certs.py"],
                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
     try:
@@ -172,7 +167,7 @@ def test_rotation_interrupted_by_a_crashed_master_resumes(
     finally:
         lab.restart(victim)
     # Resume: the same command again, but nothing more to re-issue; it converges the hosts.
-    resumed = rotate(run_pyinfra, monkeypatch, METALSEED_ROTATE="due")
+    resumed = rotate(run_pyinfra, rotate="due")
     totals = pyinfra_totals(resumed.stdout + resumed.stderr)
     assert totals["error"] == 0 and totals["hosts"] > 0, totals
     check = metalseed(lab, "certs", "check", "inventory/lab.py")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from metalseed.errors import InventoryError, ModelError, ModelErrors
-from metalseed.model import _HostInput, build_cluster, load_cluster, parse_duration
+from metalseed.model import _HostInput, build_cluster, load_cluster, parse_duration, playbook_inputs
 
 BASE = {"cluster_name": "prod", "node_network": "10.20.0.0/24", "vip": "10.20.0.10"}
 
@@ -229,3 +229,47 @@ def test_broken_inventory_file(tmp_path: Path) -> None:
     (tmp_path / "bad.py").write_text("masters = [\n")
     with pytest.raises(InventoryError, match="could not load"):
         load_cluster(tmp_path / "bad.py")
+
+
+# ---------------------------------------------------------------------------------------------
+# Playbook inputs (pyinfra data, e.g. --data rotate=all)
+
+ROTATE = {"rotate": "due", "rotate_ca": None, "rotate_phase": None}
+
+
+def test_playbook_inputs_take_data_over_the_playbooks_defaults() -> None:
+    c = build_cluster(hosts())
+    assert playbook_inputs(c, {}, ROTATE) == ROTATE
+    got = playbook_inputs(c, {"rotate": "etcd/m1/server, apiserver"}, ROTATE)
+    assert got["rotate"] == ("etcd/m1/server", "apiserver")
+    assert playbook_inputs(c, {"rotate": ["apiserver"]}, ROTATE)["rotate"] == ("apiserver",)
+    ca = playbook_inputs(c, {"rotate_ca": "etcd/ca", "rotate_phase": "trust"}, ROTATE)
+    assert (ca["rotate_ca"], ca["rotate_phase"]) == ("etcd/ca", "trust")
+
+
+def test_a_misspelt_input_is_refused_with_a_suggestion() -> None:
+    err = rejects("rotate_phsae", host="m1", common={"rotate_phsae": "trust"})
+    assert "did you mean 'rotate_phase'" in str(err)
+
+
+def test_a_bad_input_value_is_refused_before_any_host_is_touched() -> None:
+    err = rejects("rotate_phase", common={"rotate_phase": "trsut"})
+    assert "trust" in err.accepted and "reissue" in err.accepted
+    err = rejects("etcd_backup_retention", common={"etcd_backup_retention": 0})
+    assert "1" in err.accepted
+
+
+def test_a_ca_rotation_needs_both_inputs() -> None:
+    c = build_cluster(hosts())
+    with pytest.raises(ModelError, match="both rotate_ca and rotate_phase"):
+        playbook_inputs(c, {"rotate_ca": "etcd/ca"}, ROTATE)
+
+
+def test_the_member_to_replace_must_be_a_master() -> None:
+    c = build_cluster(hosts())
+    defaults = {"etcd_replace": None}
+    assert playbook_inputs(c, {"etcd_replace": "m2"}, defaults) == {"etcd_replace": "m2"}
+    for bad in (None, "w1"):
+        with pytest.raises(ModelError, match="one of m1, m2, m3") as info:
+            playbook_inputs(c, {"etcd_replace": bad}, defaults)
+        assert info.value.field == "etcd_replace"

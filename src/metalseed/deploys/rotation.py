@@ -6,11 +6,12 @@ one master at a time, each restart or reload behind its health gate (etcd: every
 over mutual TLS; nginx: answering again). A failed gate stops the run with the rest of the cluster
 as it was; running the same command again resumes, because both steps are idempotent.
 
-Leaves: ``due`` (default: what ``certs check`` flags), ``all``, ``none``, or store ids separated by
-commas. CAs rotate in three phases (:mod:`metalseed.pki.rotation`): ``trust``, ``reissue``,
-``finish``, each a separate run. Before ``reissue`` puts the new CA in charge, every master must
-already trust it (its installed etcd CA bundle is read back and checked), so no member ever sees a
-certificate it cannot verify.
+Inputs are pyinfra data (``--data rotate=all``, or group data), validated by the model:
+``rotate`` is ``due`` (default: what ``certs check`` flags), ``all``, ``none``, or store ids (a
+list, or separated by commas). CAs rotate (``rotate_ca``, ``rotate_phase``) in three phases
+(:mod:`metalseed.pki.rotation`): ``trust``, ``reissue``, ``finish``, each a separate run. Before
+``reissue`` puts the new CA in charge, every master must already trust it (its installed etcd CA
+bundle is read back and checked), so no member ever sees a certificate it cannot verify.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 
 from metalseed.deploys.edge import edge
-from metalseed.deploys.etcd import etcd, shared
-from metalseed.errors import DeployError, PKIError
-from metalseed.model import Cluster, cluster_from_inventory
+from metalseed.deploys.etcd import etcd
+from metalseed.deploys.gates import shared
+from metalseed.errors import DeployError, ModelError, PKIError
+from metalseed.model import Cluster, cluster_from_inventory, playbook_inputs
 from metalseed.pki import rotation
 from metalseed.pki.installed import InstalledCertificates, fingerprint, parse_dump
 from metalseed.pki.issue import init_pki, mark_store_converged, store_for
@@ -32,32 +34,28 @@ from metalseed.pki.profiles import ETCD_CA, leaf_specs
 from metalseed.pki.x509 import load_cert
 from metalseed.render import etcd as etcd_render
 
-LEAF_MODES = ("due", "all", "none")
+DEFAULTS = {"rotate": "due", "rotate_ca": None, "rotate_phase": None}
+"""The playbook's inputs (pyinfra data) and their defaults."""
 
 
-def leaves_to_force(cluster: Cluster, leaves: str) -> frozenset[str]:
+def leaves_to_force(cluster: Cluster, leaves: str | tuple[str, ...]) -> frozenset[str]:
     """Store ids to re-issue even though valid; ``due`` leaves are re-issued by init_pki anyway."""
     known = [s.id for s in leaf_specs(cluster)]
     if leaves in ("due", "none"):
         return frozenset()
     if leaves == "all":
         return frozenset(known)
-    chosen = {x.strip() for x in leaves.split(",") if x.strip()}
+    chosen = set(leaves)
     unknown = sorted(chosen - set(known))
-    if unknown or not chosen:
-        raise DeployError(f"leaves to rotate: unknown {unknown or leaves!r}; use due, all, none or "
-                          f"ids from: {', '.join(known)}")
+    if unknown:
+        raise ModelError("rotate", list(leaves), "due, all, none or store ids of this cluster's "
+                         f"leaves ({', '.join(unknown)} unknown): {', '.join(known)}")
     return frozenset(chosen)
 
 
-def check_ca_phase(cluster: Cluster, ca: str | None, phase: str | None) -> None:
-    if (ca is None) != (phase is None):
-        raise DeployError("a CA rotation needs both the CA and the phase "
-                          "(METALSEED_ROTATE_CA and METALSEED_ROTATE_PHASE)")
+def check_ca(cluster: Cluster, ca: str | None) -> None:
     if ca is not None and ca not in rotation.ca_ids(cluster):
-        raise DeployError(f"unknown CA {ca!r}; the cluster's CAs are {rotation.ca_ids(cluster)}")
-    if phase is not None and phase not in rotation.PHASES:
-        raise DeployError(f"unknown phase {phase!r}; phases are {', '.join(rotation.PHASES)}")
+        raise ModelError("rotate_ca", ca, f"one of the cluster's CAs: {', '.join(rotation.ca_ids(cluster))}")
 
 
 def masters_trusting(cluster: Cluster, inventory: Any, ca_pem: bytes) -> dict[str, bool]:
@@ -72,10 +70,10 @@ def masters_trusting(cluster: Cluster, inventory: Any, ca_pem: bytes) -> dict[st
     return out
 
 
-def store_step(cluster: Cluster, inventory: Any, leaves: str, ca: str | None,
+def store_step(cluster: Cluster, inventory: Any, leaves: str | tuple[str, ...], ca: str | None,
                phase: str | None) -> list[str]:
     """Bring the store to what this run ships. Returns what was done, for the log."""
-    check_ca_phase(cluster, ca, phase)
+    check_ca(cluster, ca)
     force = leaves_to_force(cluster, leaves)
     store = store_for(cluster)
     done: list[str] = []
@@ -103,12 +101,14 @@ def store_step(cluster: Cluster, inventory: Any, leaves: str, ca: str | None,
     return done
 
 
-@deploy("metalseed: rotate certificates (store, then host by host)")
-def rotate_certs(leaves: str = "due", ca: str | None = None, phase: str | None = None) -> None:
+@deploy("metalseed: rotate certificates (store, then host by host)", data_defaults=DEFAULTS)
+def rotate_certs() -> None:
     cluster = cluster_from_inventory(host.inventory)
+    inputs = playbook_inputs(cluster, host.data, DEFAULTS)
 
     def step() -> list[str]:
-        done = store_step(cluster, host.inventory, leaves, ca, phase)
+        done = store_step(cluster, host.inventory, inputs["rotate"], inputs["rotate_ca"],
+                          inputs["rotate_phase"])
         for line in done or ["nothing to re-issue: every certificate is valid and not due"]:
             logger.info(f"rotation: {line}")
         return done
