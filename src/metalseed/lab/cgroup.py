@@ -3,7 +3,11 @@
 systemd-nspawn without a host systemd (``--keep-unit --register=no``) builds the container's tree
 (``payload/``, ``supervisor/``) under the cgroup it was started in. Started from the same cgroup, two
 machines would share one tree and each container's systemd would kill the other's services. So each
-nspawn is started inside a cgroup of its own in every hierarchy systemd uses, plus the freezer.
+nspawn is started inside a cgroup of its own in EVERY hierarchy (every v1 controller, the named
+systemd one and the unified one): nspawn gives the container a private cgroup namespace rooted
+there, so the container's containerd/runc (and later its kubelet) build ``/k8s.io/...`` or
+``/kubepods/...`` inside the machine's own cgroup in each controller, never in a tree that other
+machines share. Those nested cgroups are removed with the machine, deepest first.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 @dataclass(frozen=True)
 class Layout:
     join: tuple[Path, ...]
-    """Hierarchy roots nspawn must be started inside (systemd's, plus the freezer)."""
+    """Hierarchy roots nspawn is started inside: every mounted cgroup hierarchy."""
     freezer: Path | None
     """cgroup v1 freezer root; None on a pure cgroup v2 host (cgroup.freeze is used instead)."""
     unified: Path | None
@@ -45,12 +49,9 @@ def detect() -> Layout:
         p = Path(where)
         if fstype == "cgroup2":
             unified = p
-            join.append(p)
-        elif "name=systemd" in opts:
-            join.append(p)
         elif "freezer" in opts:
             freezer = p
-            join.append(p)
+        join.append(p)
     if not join:
         raise LabError("no cgroup hierarchy is mounted under /sys/fs/cgroup")
     return Layout(tuple(join), freezer, unified)
@@ -65,8 +66,21 @@ def lab_dirs(layout: Layout, lab: str) -> list[Path]:
 
 
 def create(layout: Layout, lab: str, machine: str) -> None:
-    for d in machine_dirs(layout, lab, machine):
+    for root, d in zip(layout.join, machine_dirs(layout, lab, machine), strict=True):
         d.mkdir(parents=True, exist_ok=True)
+        if (root / "cpuset.cpus").exists():
+            _inherit_cpuset(root, d)
+
+
+def _inherit_cpuset(root: Path, leaf: Path) -> None:
+    """A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and a task cannot join it
+    ("No space left on device"): give each level the CPUs and nodes of its parent."""
+    level = root
+    for part in leaf.relative_to(root).parts:
+        parent, level = level, level / part
+        for knob in ("cpuset.cpus", "cpuset.mems"):
+            if not (level / knob).read_text().strip():
+                (level / knob).write_text((parent / knob).read_text())
 
 
 def join_self(layout: Layout, lab: str, machine: str) -> None:

@@ -41,6 +41,46 @@ MASKED_UNITS = (
 PLAIN_BASHRC = "# metalseed lab machine: a plain root shell, on purpose.\n"
 PLAIN_PROFILE = 'if [ -n "$BASH_VERSION" ] && [ -f ~/.bashrc ]; then . ~/.bashrc; fi\n'
 
+# Directories that must not be on the overlay root: containerd's overlayfs snapshotter cannot
+# stack on it ("failed to mount /run/...: invalid argument"), nor can the kubelet's volumes. Each
+# is a per-machine host directory bound in; it survives a crash like the disk, and goes with `down`.
+BIND_DIRS = ("/var/lib/containerd", "/var/lib/kubelet")
+
+# nspawn's seccomp filter blocks these on purpose; containers need them: runc joins a session
+# keyring ("unable to join session keyring: operation not permitted"), Cilium loads BPF programs.
+SYSCALLS_ALLOWED = "@keyring bpf perf_event_open"
+
+# keepalived adds the VIP over netlink and sends VRRP over raw sockets; containerd and the kubelet
+# lower their OOM score (CAP_SYS_RESOURCE, not in nspawn's default set); CAP_BPF, CAP_PERFMON and
+# CAP_IPC_LOCK are what a BPF datapath (Cilium) asks for.
+CAPABILITIES = "CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_RESOURCE,CAP_BPF,CAP_PERFMON,CAP_IPC_LOCK"
+
+# Run inside every machine before anything else (a oneshot unit in sysinit.target):
+# - nspawn mounts the v1 controllers read-only ("mkdir /sys/fs/cgroup/cpuset/default: read-only
+#   file system"); in the machine's private cgroup namespace each one shows only the machine's
+#   own subtree, so making them writable lets containerd/runc create cgroups there and nowhere else;
+# - systemd as a container's PID 1 leaves / private; container runtimes want shared propagation;
+# - there is no /dev/kmsg in a container; the kubelet opens it (kind links it to /dev/console).
+CONTAINER_SETUP_UNIT = "metalseed-lab-containers.service"
+CONTAINER_SETUP = """\
+[Unit]
+Description=metalseed lab: what containers need inside this machine
+DefaultDependencies=no
+Before=sysinit.target
+ConditionVirtualization=container
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'for c in /sys/fs/cgroup/*; do \\
+    ! mountpoint -q $$c || mount -o remount,bind,rw $$c || exit 1; done'
+ExecStart=/bin/mount --make-rshared /
+ExecStart=/bin/sh -c '[ -e /dev/kmsg ] || ln -s /dev/console /dev/kmsg'
+
+[Install]
+WantedBy=sysinit.target
+"""
+
 # Registry of the nspawn processes this Python process started: keeps the Popen objects alive
 # (no "still running" warnings) and lets the killer reap them at once.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -68,6 +108,14 @@ def prepare_disk(
         link = etc / "systemd" / "system" / unit
         if not link.is_symlink():
             link.symlink_to("/dev/null")
+    units = etc / "systemd" / "system"
+    (units / CONTAINER_SETUP_UNIT).write_text(CONTAINER_SETUP)
+    wants = units / "sysinit.target.wants"
+    wants.mkdir(exist_ok=True)
+    if not (wants / CONTAINER_SETUP_UNIT).is_symlink():
+        (wants / CONTAINER_SETUP_UNIT).symlink_to(f"/etc/systemd/system/{CONTAINER_SETUP_UNIT}")
+    for target in BIND_DIRS:
+        paths.bind_source(m.name, target).mkdir(parents=True, exist_ok=True)
     # The container must not see the lab's own files (its key, other machines' disks).
     for h in hide:
         _opaque_dir(upper / h.relative_to("/"))
@@ -132,8 +180,9 @@ def boot(
         "--register=no",
         "--keep-unit",
         f"--network-namespace-path=/run/netns/{m.netns}",
-        # keepalived adds the VIP over netlink and sends VRRP over raw sockets.
-        "--capability=CAP_NET_ADMIN,CAP_NET_RAW",
+        f"--capability={CAPABILITIES}",
+        f"--system-call-filter={SYSCALLS_ALLOWED}",
+        *(f"--bind={paths.bind_source(m.name, t)}:{t}" for t in BIND_DIRS),
         # The machine name keys nspawn's host-side files (/run/systemd/nspawn/propagate/NAME):
         # it must be unique on the host, so it is the lab-prefixed netns name, not the hostname.
         "-M", m.netns,

@@ -53,6 +53,10 @@ class LabPaths:
     def console_log(self, machine: str) -> Path:
         return self.machine_dir(machine) / "console.log"
 
+    def bind_source(self, machine: str, target: str) -> Path:
+        """Host directory bound at ``target`` inside the machine (off its overlay root)."""
+        return self.machine_dir(machine) / "binds" / target.strip("/").replace("/", "-")
+
 
 def lab_paths(name: str, base: Path | None = None) -> LabPaths:
     return LabPaths((base or base_dir()) / name)
