@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from metalseed.errors import InventoryError, ModelError, ModelErrors
+from metalseed.mirror import default_root as default_mirror_root
 
 IPv4 = ipaddress.IPv4Address
 Net4 = ipaddress.IPv4Network
@@ -131,6 +132,13 @@ class Cluster:
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     pki: PKISettings = field(default_factory=PKISettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
+    mirror_url: str | None = None
+    """The artifact mirror hosts download from (``http://host:port``, no path): files at
+    ``<mirror_url>/files/<path>``, its OCI registry at the same host:port. None: hosts download the
+    pinned upstream releases."""
+    mirror_dir: Path = field(default_factory=default_mirror_root)
+    """The operator-side mirror root holding ``manifest.json``: the sha256 every download from
+    ``mirror_url`` is checked against (never what a host or the mirror server says)."""
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -245,6 +253,24 @@ def _optional(parse: Callable[[object], Any]) -> Callable[[object], Any]:
     return lambda value: None if value is None else parse(value)
 
 
+def _mirror_url(value: object) -> str:
+    """``http(s)://host[:port]`` with nothing after it (a trailing '/' is dropped)."""
+    from urllib.parse import urlsplit
+
+    accepted = "an http(s) URL of host and port only, such as http://10.0.0.1:5080"
+    if not isinstance(value, str):
+        raise ValueError(accepted)
+    try:
+        u = urlsplit(value.rstrip("/"))
+        _ = u.port  # raises on a port that is not a number in range
+    except ValueError:
+        raise ValueError(accepted) from None
+    if u.scheme not in ("http", "https") or not u.hostname or u.path or u.query or u.fragment \
+            or u.username or u.password:
+        raise ValueError(accepted)
+    return value.rstrip("/")
+
+
 def _path(value: object) -> Path:
     if not isinstance(value, (str, Path)) or not str(value):
         raise ValueError("a file path")
@@ -313,6 +339,8 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "edge_virtual_router_id": (_int(1, 255), EdgeSettings.virtual_router_id),
     "edge_http_port": (_int(1, 65535), 80),
     "edge_https_port": (_int(1, 65535), 443),
+    "mirror_url": (_optional(_mirror_url), None),
+    "mirror_dir": (_optional(_path), None),
 }
 
 HOST_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
@@ -498,6 +526,8 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             http_port=raw["edge_http_port"],
             https_port=raw["edge_https_port"],
         ),
+        mirror_url=raw["mirror_url"],
+        mirror_dir=raw["mirror_dir"] or default_mirror_root(),
     )
 
 
