@@ -26,6 +26,7 @@ import hashlib
 from dataclasses import dataclass
 
 from metalseed.model import Cluster, Node
+from metalseed.render.templates import render
 
 NGINX_CONF = "/etc/nginx/nginx.conf"
 NGINX_DIR = "/etc/nginx/metalseed"
@@ -48,7 +49,8 @@ PRIORITY_STEP = 10
 VRRP_INSTANCE = "metalseed_edge"
 VRRP_SCRIPT = "metalseed_nginx"
 
-# Mozilla "intermediate" (guideline 5.7): TLS 1.2 + 1.3, forward-secret AEAD suites only.
+# Mozilla "intermediate" (guideline 5.7): TLS 1.2 + 1.3, forward-secret AEAD suites only
+# (said again beside ssl_protocols in files/edge/nginx.conf.j2, for whoever reads the config).
 TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
 TLS_CIPHERS = ":".join((
     "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -74,12 +76,9 @@ ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
 -----END DH PARAMETERS-----
 """
 
-# Short on purpose: a worker that is down costs a request at most this long before nginx tries the
-# next one (a crashed machine answers nothing, so only the timeout notices it).
+# nginx's timeouts; why each value: beside the line that uses it in files/edge/nginx.conf.j2.
 CONNECT_TIMEOUT = "1s"
-# How long a worker stays out of rotation after one failure before nginx tries it again.
 FAIL_TIMEOUT = "10s"
-# Kubernetes watches are long-lived and mostly idle.
 API_PROXY_TIMEOUT = "1h"
 
 
@@ -133,55 +132,25 @@ def keepalived_conf(cluster: Cluster, node: Node) -> str:
     if not node.is_master:
         raise ValueError(f"{node.name} is not a master; keepalived runs on masters only")
     edge = cluster.edge
-    peers = [m for m in cluster.masters if m != node]
-    unicast = ""
-    if edge.vrrp_unicast:
-        lines = "\n".join(f"        {p.address}" for p in peers)
-        unicast = f"    unicast_src_ip {node.address}\n    unicast_peer {{\n{lines}\n    }}\n"
-    return f"""\
-# Managed by metalseed (edge): changes here are overwritten by the next deploy.
-global_defs {{
-    router_id {node.name}
-    vrrp_version 3
-    script_user root
-    enable_script_security
-    # Sub-second adverts must not be starved by a busy machine: let keepalived raise itself to
-    # real-time scheduling when its timers run late, instead of a false failover.
-    max_auto_priority
-}}
-
-# The VIP belongs on a master whose nginx serves: when the check fails, this instance goes to
-# FAULT, gives up the VIP, and the next master by priority takes it.
-vrrp_script {VRRP_SCRIPT} {{
-    script "{health_check_command()}"
-    interval 1
-    timeout 2
-    fall 2
-    rise 2
-}}
-
-vrrp_instance {VRRP_INSTANCE} {{
-    # All start as BACKUP so a booting master never claims the VIP before hearing its peers;
-    # the highest priority then takes it (preemption is on: the holder is predictable).
-    state BACKUP
-    interface {cluster.vip_interface}
-    virtual_router_id {edge.virtual_router_id}
-    priority {priority(cluster, node)}
-    advert_int {_fmt_interval(edge.advert_int)}
-{unicast}    virtual_ipaddress {{
-        {cluster.vip}/32 dev {cluster.vip_interface}
-    }}
-    track_script {{
-        {VRRP_SCRIPT}
-    }}
-}}
-"""
+    return render(
+        "edge/keepalived.conf.j2",
+        router_id=node.name,
+        vrrp_script=VRRP_SCRIPT,
+        vrrp_instance=VRRP_INSTANCE,
+        health_check_command=health_check_command(),
+        interface=cluster.vip_interface,
+        virtual_router_id=edge.virtual_router_id,
+        priority=priority(cluster, node),
+        advert_int=_fmt_interval(edge.advert_int),
+        unicast=edge.vrrp_unicast,
+        unicast_src_ip=node.address,
+        unicast_peers=[m.address for m in cluster.masters if m != node],
+        vip=cluster.vip,
+    )
 
 
 def sysctl_conf() -> str:
-    body = "".join(f"{k} = {v}\n" for k, v in SYSCTLS.items())
-    return ("# Managed by metalseed (edge): nginx binds the VIP on every master, holder or not.\n"
-            + body)
+    return render("edge/60-metalseed-edge.conf.j2", sysctls=SYSCTLS)
 
 
 def _https_suffix(cluster: Cluster) -> str:
@@ -191,116 +160,28 @@ def _https_suffix(cluster: Cluster) -> str:
 
 def nginx_conf(cluster: Cluster, bundle_path: str) -> str:
     edge = cluster.edge
-    vip = cluster.vip
-    workers = "\n".join(
-        f"        server {w.address}:{cluster.ingress_http_nodeport} max_fails=1 "
-        f"fail_timeout={FAIL_TIMEOUT};"
-        for w in cluster.workers
-    ) or "        server 127.0.0.1:1 down;  # no workers in the model"
-    masters = "\n".join(
-        f"        server {m.address}:{cluster.apiserver_port} max_fails=1 fail_timeout={FAIL_TIMEOUT};"
-        for m in cluster.masters
+    return render(
+        "edge/nginx.conf.j2",
+        stream_module=STREAM_MODULE,
+        workers=[f"{w.address}:{cluster.ingress_http_nodeport}" for w in cluster.workers],
+        masters=[f"{m.address}:{cluster.apiserver_port}" for m in cluster.masters],
+        fail_timeout=FAIL_TIMEOUT,
+        connect_timeout=CONNECT_TIMEOUT,
+        api_proxy_timeout=API_PROXY_TIMEOUT,
+        tls_protocols=TLS_PROTOCOLS,
+        tls_ciphers=TLS_CIPHERS,
+        vip=cluster.vip,
+        http_port=edge.http_port,
+        https_port=edge.https_port,
+        https_suffix=_https_suffix(cluster),
+        bundle_path=bundle_path,
+        hsts_max_age=edge.hsts_max_age,
+        # Every worker gets one try; with none, nginx still needs a count of at least 1.
+        tries=max(1, len(cluster.workers)),
+        health_port=HEALTH_PORT,
+        health_path=HEALTH_PATH,
+        apiserver_port=cluster.apiserver_port,
     )
-    tries = max(1, len(cluster.workers))
-    return f"""\
-# Managed by metalseed (edge): changes here are overwritten by the next deploy.
-user www-data;
-worker_processes auto;
-pid /run/nginx.pid;
-error_log /var/log/nginx/error.log;
-load_module {STREAM_MODULE};
-
-events {{
-    worker_connections 4096;
-}}
-
-http {{
-    server_tokens off;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_timeout 65s;
-    access_log /var/log/nginx/access.log combined buffer=64k flush=5s;
-    # Limits belong to the ingress controller; the edge streams bodies through.
-    client_max_body_size 0;
-    proxy_request_buffering off;
-
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        '' close;
-    }}
-
-    # No upstream keepalive, on purpose: a request sent on a pooled connection to a worker that
-    # crashed waits for the read timeout, while a fresh connect fails within CONNECT_TIMEOUT and
-    # is retried on the next worker.
-    upstream metalseed_ingress_http {{
-{workers}
-    }}
-
-    ssl_protocols {TLS_PROTOCOLS};
-    ssl_ciphers {TLS_CIPHERS};
-    ssl_prefer_server_ciphers off;
-    ssl_session_timeout 1d;
-    ssl_session_cache shared:MetalseedTLS:10m;
-    ssl_session_tickets off;
-
-    server {{
-        listen {vip}:{edge.http_port} default_server;
-        return 308 https://$host{_https_suffix(cluster)}$request_uri;
-    }}
-
-    server {{
-        listen {vip}:{edge.https_port} ssl http2 default_server;
-        ssl_certificate {bundle_path};
-        ssl_certificate_key {bundle_path};
-        ssl_dhparam {bundle_path};
-        add_header Strict-Transport-Security "max-age={edge.hsts_max_age}" always;
-
-        location / {{
-            proxy_pass http://metalseed_ingress_http;
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $host;
-            proxy_set_header X-Forwarded-Port $server_port;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_connect_timeout {CONNECT_TIMEOUT};
-            proxy_next_upstream error timeout;
-            proxy_next_upstream_tries {tries};
-        }}
-    }}
-
-    # keepalived's health check (loopback only).
-    server {{
-        listen 127.0.0.1:{HEALTH_PORT};
-        access_log off;
-        location = {HEALTH_PATH} {{
-            return 200 "ok\\n";
-        }}
-        location / {{
-            return 404;
-        }}
-    }}
-}}
-
-# The Kubernetes API: TCP pass-through, TLS untouched, to every master's API server.
-stream {{
-    upstream metalseed_apiserver {{
-{masters}
-    }}
-
-    server {{
-        listen {vip}:{cluster.apiserver_port};
-        proxy_pass metalseed_apiserver;
-        proxy_connect_timeout {CONNECT_TIMEOUT};
-        proxy_timeout {API_PROXY_TIMEOUT};
-        proxy_next_upstream on;
-    }}
-}}
-"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,48 +194,8 @@ STANDIN_CONF = "/etc/metalseed/lab-ingress-standin/nginx.conf"
 
 def standin_conf(cluster: Cluster) -> str:
     """nginx answering on the ingress NodePort with its node name and the request's headers."""
-    body = ("node=$hostname\\nhost=$host\\nxff=$http_x_forwarded_for\\n"
-            "proto=$http_x_forwarded_proto\\n")
-    return f"""\
-# LAB STAND-IN for the ingress controller, installed by metalseed on lab workers only.
-daemon off;
-user www-data;
-worker_processes 1;
-pid /run/metalseed-lab-ingress-standin.pid;
-error_log stderr;
-
-events {{
-    worker_connections 4096;
-}}
-
-http {{
-    access_log off;
-    server_tokens off;
-    keepalive_requests 100000;
-    server {{
-        listen {cluster.ingress_http_nodeport} default_server;
-        location / {{
-            default_type text/plain;
-            return 200 "{body}";
-        }}
-    }}
-}}
-"""
+    return render("lab-standin/nginx.conf.j2", nodeport=cluster.ingress_http_nodeport)
 
 
 def standin_unit() -> str:
-    return f"""\
-# LAB STAND-IN for the ingress controller, installed by metalseed on lab workers only.
-[Unit]
-Description=metalseed lab stand-in for the ingress NodePort (answers with node name and Host)
-After=network.target
-
-[Service]
-ExecStartPre=/usr/sbin/nginx -t -q -c {STANDIN_CONF}
-ExecStart=/usr/sbin/nginx -c {STANDIN_CONF}
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=always
-
-[Install]
-WantedBy=multi-user.target
-"""
+    return render("lab-standin/metalseed-lab-ingress-standin.service.j2", conf=STANDIN_CONF)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from metalseed.model import Cluster, Node
+from metalseed.render.templates import render
 
 UNIT_NAME = "metalseed-etcd.service"
 """Our own unit rather than Debian's ``etcd.service``: Debian's package starts a single-member etcd
@@ -38,9 +39,8 @@ DEBIAN_PACKAGES = ("etcd-server", "etcd-client")
 TARBALL_ROOT = "/opt/metalseed/etcd"
 TARBALL_CACHE = "/var/cache/metalseed"
 
-# etcd 3.4 has no --tls-min-version (it arrived in 3.5). etcd 3.4 itself sets Go's MinVersion to
-# TLS 1.2, and naming only ECDHE+AEAD suites removes every CBC/RSA-kx/SHA1 suite from TLS 1.2.
-# TLS 1.3 (whose suites are all AEAD and not configurable in Go) stays allowed.
+# ECDHE + AEAD only; why that is etcd 3.4's TLS 1.2 minimum: beside ETCD_CIPHER_SUITES in
+# files/etcd/etcd.env.j2.
 CIPHER_SUITES = (
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
     "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
@@ -135,55 +135,44 @@ def cluster_token(cluster: Cluster) -> str:
     return f"{cluster.name}-etcd"
 
 
-def _env(pairs: list[tuple[str, str]], header: str) -> str:
-    lines = [f"# {line}".rstrip() for line in header.splitlines()]
-    # systemd's EnvironmentFile= takes VAR=value with optional double quotes; none of our values
-    # contains a space or a quote, so they are written bare (and stay valid for `sh` too).
-    for key, value in pairs:
-        if any(c in value for c in " \t\"'\\$`"):
+_ENV_UNSAFE = " \t\"'\\$`"
+
+
+def _checked_env(text: str) -> str:
+    """``text`` unchanged, once every ``KEY=value`` line in it is safe to write bare.
+
+    systemd's EnvironmentFile= takes VAR=value with optional double quotes; none of our values
+    contains a space or a quote, so they are written bare (and stay valid for `sh` too). Checked on
+    the rendered file, so the error names the variable as the host would see it.
+    """
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        key, _, value = line.partition("=")
+        if any(c in value for c in _ENV_UNSAFE):
             raise ValueError(f"{key}: value {value!r} cannot be written to an environment file")
-        lines.append(f"{key}={value}")
-    return "\n".join(lines) + "\n"
+    return text
 
 
 def render_env(cluster: Cluster, member: Node) -> str:
     """Every setting that stays the same for the life of a member."""
     e = cluster.etcd
     addr = str(member.address)
-    pairs = [
-        ("ETCD_NAME", member.name),
-        ("ETCD_DATA_DIR", e.data_dir),
-        ("ETCD_LISTEN_PEER_URLS", member_peer_url(cluster, member)),
-        ("ETCD_INITIAL_ADVERTISE_PEER_URLS", member_peer_url(cluster, member)),
-        # Loopback too, so etcdctl on the master and the kube-apiserver beside it need no
-        # node address; the certificates carry 127.0.0.1 and localhost for that.
-        ("ETCD_LISTEN_CLIENT_URLS", ",".join(dict.fromkeys(
-            [f"https://{addr}:{e.client_port}", f"https://127.0.0.1:{e.client_port}"]))),
-        ("ETCD_ADVERTISE_CLIENT_URLS", member_client_url(cluster, member)),
-        # Plain HTTP, loopback only: /metrics and /health for local scrapers and probes, which
-        # then need no client certificate. Nothing else is served without TLS.
-        ("ETCD_LISTEN_METRICS_URLS", f"http://127.0.0.1:{e.metrics_port}"),
-        ("ETCD_HEARTBEAT_INTERVAL", str(e.heartbeat_ms)),
-        ("ETCD_ELECTION_TIMEOUT", str(e.election_ms)),
-        ("ETCD_CLIENT_CERT_AUTH", "true"),
-        ("ETCD_TRUSTED_CA_FILE", PKI.ca),
-        ("ETCD_CERT_FILE", PKI.cert),
-        ("ETCD_KEY_FILE", PKI.key),
-        ("ETCD_AUTO_TLS", "false"),
-        ("ETCD_PEER_CLIENT_CERT_AUTH", "true"),
-        ("ETCD_PEER_TRUSTED_CA_FILE", PKI.ca),
-        ("ETCD_PEER_CERT_FILE", PKI.peer_cert),
-        ("ETCD_PEER_KEY_FILE", PKI.peer_key),
-        ("ETCD_PEER_AUTO_TLS", "false"),
-        ("ETCD_CIPHER_SUITES", ",".join(CIPHER_SUITES)),
-        ("ETCD_ENABLE_V2", "false"),
-        # A member whose data disagrees with its peers refuses to start instead of serving it.
-        ("ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", "true"),
-        ("ETCD_LOGGER", "zap"),
-        ("ETCD_LOG_OUTPUTS", "stderr"),
-    ]
-    return _env(pairs, f"etcd member {member.name} of cluster {cluster.name}.\n"
-                       "Written by metalseed (deploys/etcd.py); edits are overwritten.")
+    return _checked_env(render(
+        "etcd/etcd.env.j2",
+        member=member.name,
+        cluster=cluster.name,
+        data_dir=e.data_dir,
+        peer_url=member_peer_url(cluster, member),
+        listen_client_urls=",".join(dict.fromkeys(
+            [f"https://{addr}:{e.client_port}", f"https://127.0.0.1:{e.client_port}"])),
+        client_url=member_client_url(cluster, member),
+        metrics_url=f"http://127.0.0.1:{e.metrics_port}",
+        heartbeat_ms=e.heartbeat_ms,
+        election_ms=e.election_ms,
+        pki=PKI,
+        cipher_suites=",".join(CIPHER_SUITES),
+    ))
 
 
 def render_bootstrap(initial_cluster: str, state: str, token: str) -> str:
@@ -195,64 +184,26 @@ def render_bootstrap(initial_cluster: str, state: str, token: str) -> str:
     """
     if state not in ("new", "existing"):
         raise ValueError(f"initial cluster state {state!r}: 'new' or 'existing'")
-    return _env(
-        [
-            ("ETCD_INITIAL_CLUSTER", initial_cluster),
-            ("ETCD_INITIAL_CLUSTER_STATE", state),
-            ("ETCD_INITIAL_CLUSTER_TOKEN", token),
-        ],
-        "Read by etcd only while its data directory is empty (first start of this member).\n"
-        "Written by metalseed.",
-    )
+    return _checked_env(render("etcd/bootstrap.env.j2", initial_cluster=initial_cluster,
+                               state=state, token=token))
 
 
 def render_etcdctl_env(cluster: Cluster) -> str:
-    return _env(
-        [
-            ("ETCDCTL_API", "3"),
-            ("ETCDCTL_ENDPOINTS", f"https://127.0.0.1:{cluster.etcd.client_port}"),
-            ("ETCDCTL_CACERT", PKI.ca),
-            ("ETCDCTL_CERT", PKI.client_cert),
-            ("ETCDCTL_KEY", PKI.client_key),
-        ],
-        "For etcdctl on this master: set -a; . /etc/metalseed/etcd/etcdctl.env; set +a",
-    )
+    return _checked_env(render("etcd/etcdctl.env.j2", path=ETCDCTL_ENV_FILE,
+                               endpoint=f"https://127.0.0.1:{cluster.etcd.client_port}", pki=PKI))
 
 
 def render_unit(cluster: Cluster, member: Node) -> str:
-    etcd = f"{binary_dir(cluster)}/etcd"
-    return f"""\
-# Written by metalseed (deploys/etcd.py); edits are overwritten.
-[Unit]
-Description=etcd member {member.name} of cluster {cluster.name}
-Documentation=https://etcd.io/docs/v3.4/op-guide/configuration/
-After=network-online.target
-Wants=network-online.target
-Conflicts={PACKAGED_UNIT}
-
-[Service]
-# etcd reports READY once it has joined the cluster and can serve, so `systemctl start` returns
-# only then; a restart of one member therefore doubles as a wait for it to rejoin.
-Type=notify
-User={USER}
-Group={USER}
-EnvironmentFile={ENV_FILE}
-EnvironmentFile=-{BOOTSTRAP_FILE}
-ExecStart={etcd}
-Restart=always
-RestartSec=2s
-TimeoutStartSec=120s
-LimitNOFILE=65536
-UMask=0077
-NoNewPrivileges=yes
-# /usr, /boot and /etc read-only for etcd; its data directory under /var stays writable.
-ProtectSystem=full
-ProtectHome=yes
-PrivateTmp=yes
-
-[Install]
-WantedBy=multi-user.target
-"""
+    return render(
+        "etcd/metalseed-etcd.service.j2",
+        member=member.name,
+        cluster=cluster.name,
+        packaged_unit=PACKAGED_UNIT,
+        user=USER,
+        env_file=ENV_FILE,
+        bootstrap_file=BOOTSTRAP_FILE,
+        etcd=f"{binary_dir(cluster)}/etcd",
+    )
 
 
 def data_dir_parent(cluster: Cluster) -> str:
