@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from metalseed.errors import LabError
 from metalseed.lab import cgroup, machine, net
+from metalseed.lab import mirror as mirrormod
 from metalseed.lab import plan as planmod
 from metalseed.lab import state as statemod
 from metalseed.lab.host import check_host, pid_alive, say
@@ -49,8 +51,11 @@ class Lab:
         name: str = planmod.DEFAULT_NAME,
         base_dir: Path | None = None,
         progress: Callable[[str], None] | None = say,
+        mirror_root: Path | None = None,
     ) -> None:
+        """``mirror_root``: the mirror ``up`` serves (default: the mirror's ``default_root()``)."""
         self.name = planmod.check_lab_name(name)
+        self.mirror_root = mirror_root
         self.paths: LabPaths = statemod.lab_paths(name, base_dir)
         self._say = progress or (lambda _msg: None)
         self._layout: cgroup.Layout | None = None
@@ -165,6 +170,7 @@ class Lab:
         statemod.save(self.paths, s)  # first, so that `down` finds a half-made lab too
         net.create_bridge(p.bridge, p.bridge_address, p.subnet.prefixlen,
                           planmod.mac_address(self.name, p.bridge))
+        s = self._serve_mirror(s)
         pubkey = self.paths.key.with_suffix(".pub").read_text()
         hosts = planmod.hosts_file(p.machines)
         for m in s.machines:
@@ -177,6 +183,21 @@ class Lab:
         self._wait_ready(s, [m.name for m in s.machines], timeout)
         self._say(f"{self.name}: {len(s.machines)} machines ready in "
                   f"{time.monotonic() - started:.1f} s")
+        return s
+
+    def _serve_mirror(self, s: LabState) -> LabState:
+        from metalseed.mirror import default_root
+
+        root = self.mirror_root or default_root()
+        if not (root / mirrormod.MANIFEST).is_file():
+            self._say(f"{self.name}: no mirror manifest at {root / mirrormod.MANIFEST}: the machines"
+                      " get no artifact mirror (run `metalseed mirror build` first)")
+            return s
+        pid = mirrormod.start(self.paths, root, s.bridge_address)
+        s = dataclasses.replace(s, mirror_root=root, mirror_pid=pid,
+                                mirror_url=mirrormod.url(s.bridge_address))
+        statemod.save(self.paths, s)
+        self._say(f"{self.name}: serving the mirror {root} at {s.mirror_url}")
         return s
 
     def _start(self, m: MachineState) -> MachineState:
@@ -226,6 +247,7 @@ class Lab:
                             planmod.netns_name(self.name, name), planmod.veth_name(self.name, name))
 
     def _teardown(self, s: LabState | None) -> None:
+        mirrormod.stop(self.paths, mirrormod.recorded_pids(self.paths, s.mirror_pid if s else None))
         for name in sorted(self._known_machines(s)):
             recorded: list[int] = []
             if s is not None:

@@ -33,12 +33,17 @@ def host_data(s: LabState, m: MachineState) -> dict[str, Any]:
 
 
 def cluster_data(s: LabState) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "cluster_name": s.name,
         "node_network": str(s.subnet),
         "vip": str(s.vip),
         "vip_interface": VIP_INTERFACE,
     }
+    if s.mirror_url:
+        # The mirror the lab serves on its bridge, and the operator-side copy of its manifest.
+        data["mirror_url"] = s.mirror_url
+        data["mirror_dir"] = str(s.mirror_root)
+    return data
 
 
 def groups(s: LabState) -> dict[str, Any]:

@@ -84,6 +84,11 @@ class LabState:
     vip: ipaddress.IPv4Address
     key: Path
     machines: tuple[MachineState, ...] = field(default=())
+    mirror_root: Path | None = None
+    """The mirror served to the machines (None: no manifest there at ``up``, nothing served)."""
+    mirror_pid: int | None = None
+    """The ``metalseed mirror serve`` process on the bridge address."""
+    mirror_url: str | None = None
 
     def machine(self, name: str) -> MachineState:
         for m in self.machines:
@@ -130,6 +135,9 @@ def dump_state(s: LabState) -> str:
         "bridge_address": str(s.bridge_address),
         "vip": str(s.vip),
         "key": str(s.key),
+        "mirror_root": str(s.mirror_root) if s.mirror_root else None,
+        "mirror_pid": s.mirror_pid,
+        "mirror_url": s.mirror_url,
         "machines": [
             {
                 "name": m.name,
@@ -192,6 +200,9 @@ def parse_state(text: str, source: str = "state file") -> LabState:
             vip=ipaddress.IPv4Address(doc["vip"]),
             key=Path(doc["key"]),
             machines=tuple(machines),
+            mirror_root=Path(doc["mirror_root"]) if doc.get("mirror_root") else None,
+            mirror_pid=_pid(doc.get("mirror_pid"), f"{source}: mirror_pid"),
+            mirror_url=str(doc["mirror_url"]) if doc.get("mirror_url") else None,
         )
     except KeyError as e:
         raise LabError(f"{source}: missing field {e.args[0]!r}") from e
