@@ -85,3 +85,8 @@ class MirrorError(MetalseedError):
 
 class MirrorIntegrityError(MirrorError):
     """A mirror file does not match the digest the manifest (or a pin) promises: never used."""
+
+
+class ArtifactError(DeployError):
+    """An artifact cannot be installed on a host: not in the mirror's manifest, no pinned sha256
+    to check an upstream download against, or (on the host) a download whose sha256 differs."""
