@@ -24,13 +24,17 @@ from metalseed.lab import inventory as lab_inventory
 from metalseed.lab import plan as lab_plan
 from metalseed.lab import state as lab_state
 from metalseed.model import Cluster, cluster_from_inventory, load_cluster
-from metalseed.render import certcheck, edge, etcd
+from metalseed.render import certcheck, containerd, edge, etcd
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 # A tarball digest for the variant that runs etcd from a tarball (it names the binary directory).
 TARBALL_SHA = "0123456789abcdef" * 4
+# containerd's files name the pinned version and the mirror's pause image: fixed here, so a pin
+# bump does not move the goldens.
+CONTAINERD_VERSION = "v2.2.9"
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 
 
 def fake_pem(kind: bytes, body: bytes) -> bytes:
@@ -62,7 +66,8 @@ def inventories() -> dict[str, Callable[[], Cluster]]:
             edge_http_port=8080, edge_virtual_router_id=77, etcd_source="tarball",
             etcd_tarball_url="file:///srv/etcd.tar.gz", etcd_tarball_sha256=TARBALL_SHA,
             etcd_client_port=12379, etcd_heartbeat_ms=100, etcd_election_ms=1000,
-            pki_renew_before="7d", ingress_http_nodeport=31080),
+            pki_renew_before="7d", ingress_http_nodeport=31080,
+            mirror_url="http://10.213.8.1:5080"),
         # One master (a small lab): unicast VRRP with no peer at all, one worker.
         "lab-single": lambda: lab_cluster_single(edge_vrrp_unicast=True),
     }
@@ -100,6 +105,13 @@ def renders(c: Cluster) -> dict[str, str]:
     out["certcheck/metalseed-certcheck"] = certcheck.render_script(c)
     out["certcheck/metalseed-certcheck.service"] = certcheck.render_service()
     out["certcheck/metalseed-certcheck.timer"] = certcheck.render_timer()
+    out["containerd/config.toml"] = containerd.config_toml(CONTAINERD_VERSION, PAUSE_IMAGE)
+    out["containerd/containerd.service"] = containerd.unit(CONTAINERD_VERSION)
+    out["containerd/crictl.yaml"] = containerd.crictl_yaml()
+    if c.mirror_url:
+        for registry in containerd.REGISTRIES:
+            out[f"containerd/certs.d/{registry}/hosts.toml"] = containerd.hosts_toml(registry,
+                                                                                    c.mirror_url)
     return out
 
 
