@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,7 +29,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that left (`| head`) is seen here
+        return code
+    except BrokenPipeError:
+        # The reader took what it wanted and left: not an error. stdout goes to /dev/null so
+        # the interpreter's last flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except MetalseedError as e:
         print(f"metalseed: error: {e}", file=sys.stderr)
         return 2

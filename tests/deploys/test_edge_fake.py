@@ -26,6 +26,7 @@ from metalseed.render import edge as r
 MASTERS = ("m1", "m2", "m3")
 WORKERS = ("w1", "w2")
 FACT = "echo '[sha]'"
+VIP_ON_ETH0 = "2: eth0    inet 10.20.0.10/32 scope global eth0"
 
 
 def fake_pem(kind: bytes, body: bytes) -> bytes:
@@ -59,8 +60,10 @@ def make_state(tmp_path: Path, responses: dict[str, dict[str, Any]] | None = Non
               "pki_store": str(tmp_path / "pki"), "fake_delay": 0, "fake_delay_jitter": 0, **data}
     hosts = []
     for i, name in enumerate(MASTERS, start=1):
+        holds = [VIP_ON_ETH0] if name == MASTERS[0] else []  # the settled VIP: on m1
         hosts.append((f"@fake/{name}", {**common, "address": f"10.20.0.{10 + i}", "node_name": name,
-                                         "fake_responses": (responses or {}).get(name, {})}))
+                                         "fake_responses": {"ip -4 -o addr show dev eth0": holds,
+                                                            **(responses or {}).get(name, {})}}))
     for i, name in enumerate(WORKERS, start=1):
         hosts.append((f"@fake/{name}", {**common, "address": f"10.20.0.{20 + i}", "node_name": name,
                                          "fake_responses": (responses or {}).get(name, {})}))
@@ -111,10 +114,14 @@ def test_bare_masters_get_everything_in_one_serial_operation(
         tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
     state = run(make_state(tmp_path), d.edge)
     assert changed(state) == {f"@fake/{m}": 1 for m in MASTERS}
-    (op,) = state.get_op_order()
+    op, settle = state.get_op_order()
     assert state.get_op_meta(op).global_arguments["_serial"] is True
+    assert state.get_op_meta(settle).global_arguments["_run_once"] is True
     for w in WORKERS:  # workers take part (API op order) but run nothing, not even the fact
         assert commands(state, w, facts=True) == []
+    # After a change the run waits for the VIP to rest on its holder, asking every master.
+    for m in MASTERS:
+        assert commands(state, m)[-1] == "ip -4 -o addr show dev eth0"
 
     cmds = commands(state, "m1")
     assert "apt-get install" in cmds[0] and "libnginx-mod-stream" in cmds[0]
@@ -150,9 +157,19 @@ def test_second_run_on_a_converged_edge_is_one_command_per_master(
     assert uploads == {}
     # As `pyinfra -y` runs it: the whole edge costs one command per host -- the fact.
     state = run(make_state(tmp_path, responses, check_for_changes=False), d.edge, lab_ingress_standin)
-    for name in (*MASTERS, *WORKERS):
+    for name in (*MASTERS, *WORKERS):  # and no VIP check: nothing changed
         assert len(commands(state, name, facts=True)) == 1
-    assert len(state.get_op_order()) == 2
+    assert len(state.get_op_order()) == 3
+
+
+def test_a_vip_that_does_not_settle_fails_the_run(
+        tmp_path: Path, uploads: dict[str, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(d.wait_vip_settled, "__defaults__", (0.5,))
+    both = {"ip -4 -o addr show dev eth0": [VIP_ON_ETH0]}
+    state = run(make_state(tmp_path, {"m2": both}), d.edge)  # m1 and m2 both claim it
+    assert sum(state.get_results_for_host(h).error_ops for h in state.inventory) == 1
+    assert "did not settle on m1 within 0s (held by: m1, m2)" in caplog.text
 
 
 def test_faster_failover_only_reloads_keepalived(
@@ -174,6 +191,7 @@ def test_new_certificate_is_checked_and_reloaded_and_the_old_one_removed(
     init_pki(cluster, force=frozenset({"edge/server"}))
     state = run(make_state(tmp_path, responses), d.edge)
     cmds = commands(state, "m3")
+    assert cmds.pop() == "ip -4 -o addr show dev eth0"  # the VIP check after a change
     ups = uploads["@fake/m3"]
     assert set(ups) == {p for p in ups if p.startswith(r.NGINX_DIR)} | {r.NGINX_CONF + cv.STAGED_SUFFIX}
     check = next(i for i, c in enumerate(cmds) if c.startswith("nginx -t -q -c"))

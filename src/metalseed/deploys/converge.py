@@ -15,6 +15,7 @@ Used by the edge, the lab ingress stand-in and the certificate-check timer.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
 import shlex
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+from pyinfra.facts.files import FileContents
 
 STAGED_SUFFIX = ".metalseed-new"
 
@@ -200,62 +202,133 @@ class Upload:
 Step = str | Upload
 
 
-def plan(spec: HostSpec, st: HostState) -> list[Step]:
-    """Commands that bring a host from ``st`` to ``spec``; empty when it is converged."""
-    steps: list[Step] = []
-    missing = [p for p in spec.packages if p not in st.packages]
-    if missing:
-        steps.append("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-                     "-o Dpkg::Options::=--force-confold " + " ".join(missing))
-    for key, value in spec.sysctls:
-        if st.sysctls.get(key) != value:
-            setting = f"{key}={shlex.quote(value)}"
-            # In a container /proc/sys is often read-only: say so instead of failing obscurely.
-            steps.append(f"sysctl -q -w {setting} || {{ echo 'metalseed: cannot set {key} here "
-                         f"(read-only /proc/sys?); set it on the host' >&2; exit 1; }}")
+@dataclass(frozen=True)
+class Changes:
+    """What differs between a host and its spec (pure); both the steps and the report of a run
+    (``pyinfra --dry`` lists it per host) come from it."""
 
-    for d in spec.dirs:
-        if st.stats.get(d.path) != (d.mode, d.owner, d.group):
-            steps.append(f"install -d -m {d.mode:04o} -o {d.owner} -g {d.group} {shlex.quote(d.path)}")
-    drifted = [f for f in spec.files if st.files.get(f.path) != (f.sha256, f.mode)
-               or st.stats.get(f.path, (0, "", ""))[1:] != (f.owner, f.group)]
-    changed = [f for f in drifted if st.files.get(f.path, ("", -1))[0] != f.sha256]
-    for f in drifted:
-        steps.extend(_replace_file(f, f not in changed))
-    if any(f.unit_file for f in changed):
-        steps.append("systemctl daemon-reload")
+    packages: tuple[str, ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()
+    dirs: tuple[ManagedDir, ...] = ()
+    drifted: tuple[ManagedFile, ...] = ()
+    """Files whose content, mode or owner differ."""
+    changed: tuple[ManagedFile, ...] = ()
+    """Of those, the files whose content differs (new files included)."""
+    unmask: tuple[str, ...] = ()
+    enable: tuple[str, ...] = ()
+    unit_actions: tuple[tuple[str, str], ...] = ()
+    """(unit, start | restart | reload), in the spec's unit order."""
+    retire: tuple[str, ...] = ()
+    gone: tuple[str, ...] = ()
 
+    def __bool__(self) -> bool:
+        return any(vars(self).values())
+
+
+def changes(spec: HostSpec, st: HostState) -> Changes:
+    drifted = tuple(f for f in spec.files if st.files.get(f.path) != (f.sha256, f.mode)
+                    or st.stats.get(f.path, (0, "", ""))[1:] != (f.owner, f.group))
+    changed = tuple(f for f in drifted if st.files.get(f.path, ("", -1))[0] != f.sha256)
     reload_units = {f.unit for f in changed if f.unit and not f.restart}
     restart_units = {f.unit for f in changed if f.unit and f.restart}
+    unmask, enable, actions = [], [], []
     for u in spec.units:
         props = st.units.get(u, {})
         if props.get("LoadState") == "masked" or props.get("UnitFileState") == "masked":
-            steps.append(f"systemctl unmask {u}")
+            unmask.append(u)
         if props.get("UnitFileState") != "enabled":
-            steps.append(f"systemctl enable {u}")
-        health = spec.health.get(u)
+            enable.append(u)
         if props.get("ActiveState") != "active":
-            steps.append(f"systemctl start {u}")
+            actions.append((u, "start"))
         elif u in restart_units:
-            steps.append(f"systemctl restart {u}")
+            actions.append((u, "restart"))
         elif u in reload_units:
-            steps.append(f"systemctl reload {u}")
-        else:
-            health = None
-        if health:
-            steps.append(health)
-    if changed and spec.cleanup:
+            actions.append((u, "reload"))
+    return Changes(
+        packages=tuple(p for p in spec.packages if p not in st.packages),
+        sysctls=tuple((k, v) for k, v in spec.sysctls if st.sysctls.get(k) != v),
+        dirs=tuple(d for d in spec.dirs if st.stats.get(d.path) != (d.mode, d.owner, d.group)),
+        drifted=drifted,
+        changed=changed,
+        unmask=tuple(unmask),
+        enable=tuple(enable),
+        unit_actions=tuple(actions),
+        retire=tuple(u for u in spec.retired_units
+                     if st.units.get(u, {}).get("ActiveState") == "active"
+                     or st.units.get(u, {}).get("UnitFileState") == "enabled"),
+        gone=tuple(p for p in spec.absent if p in st.files),
+    )
+
+
+def plan(spec: HostSpec, st: HostState) -> list[Step]:
+    """Commands that bring a host from ``st`` to ``spec``; empty when it is converged."""
+    c = changes(spec, st)
+    steps: list[Step] = []
+    if c.packages:
+        steps.append("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+                     "-o Dpkg::Options::=--force-confold " + " ".join(c.packages))
+    for key, value in c.sysctls:
+        setting = f"{key}={shlex.quote(value)}"
+        # In a container /proc/sys is often read-only: say so instead of failing obscurely.
+        steps.append(f"sysctl -q -w {setting} || {{ echo 'metalseed: cannot set {key} here "
+                     f"(read-only /proc/sys?); set it on the host' >&2; exit 1; }}")
+    for d in c.dirs:
+        steps.append(f"install -d -m {d.mode:04o} -o {d.owner} -g {d.group} {shlex.quote(d.path)}")
+    for f in c.drifted:
+        steps.extend(_replace_file(f, f not in c.changed))
+    if any(f.unit_file for f in c.changed):
+        steps.append("systemctl daemon-reload")
+    steps += [f"systemctl unmask {u}" for u in c.unmask]
+    steps += [f"systemctl enable {u}" for u in c.enable]
+    for u, action in c.unit_actions:
+        steps.append(f"systemctl {action} {u}")
+        if spec.health.get(u):
+            steps.append(spec.health[u])
+    if c.changed and spec.cleanup:
         steps.append(spec.cleanup)
-    for u in spec.retired_units:
-        props = st.units.get(u, {})
-        if props.get("ActiveState") == "active" or props.get("UnitFileState") == "enabled":
-            steps.append(f"systemctl disable --now {u}")
-    gone = [p for p in spec.absent if p in st.files]
-    if gone:
-        steps.append("rm -f " + " ".join(shlex.quote(p) for p in gone))
-        if any(p.startswith("/etc/systemd/") for p in gone):
+    steps += [f"systemctl disable --now {u}" for u in c.retire]
+    if c.gone:
+        steps.append("rm -f " + " ".join(shlex.quote(p) for p in c.gone))
+        if any(p.startswith("/etc/systemd/") for p in c.gone):
             steps.append("systemctl daemon-reload")
     return steps
+
+
+def is_secret(f: ManagedFile) -> bool:
+    """Never shown: key material (0600-style files, or anything holding a private key)."""
+    return f.mode & 0o077 == 0 or b"PRIVATE KEY" in f.content
+
+
+def report(c: Changes, current: dict[str, list[str] | None]) -> list[str]:
+    """Pure: the lines a run prints for one host before it changes anything. ``current`` holds
+    the host's present text of the changed files that may be shown (missing: not shown)."""
+    lines = [f"would install packages: {' '.join(c.packages)}"] if c.packages else []
+    lines += [f"would set sysctl {k} = {v}" for k, v in c.sysctls]
+    lines += [f"would create or fix directory {d.path} ({d.mode:04o} {d.owner}:{d.group})"
+              for d in c.dirs]
+    for f in c.drifted:
+        if f not in c.changed:
+            lines.append(f"would fix owner/mode of {f.path} ({f.mode:04o} {f.owner}:{f.group})")
+            continue
+        before = current.get(f.path)
+        if is_secret(f):
+            lines.append(f"would change {f.path} (secret: content not shown)")
+        elif b"-----BEGIN" in f.content:
+            lines.append(f"would change {f.path} (certificate: {len(f.content)} bytes)")
+        elif before is None:
+            lines.append(f"would create or change {f.path} ({len(f.content)} bytes)")
+        else:
+            after = f.content.decode(errors="replace").splitlines()
+            diff = difflib.unified_diff(before, after, f"{f.path} (now)", f"{f.path} (new)",
+                                        lineterm="", n=2)
+            lines.append(f"would change {f.path}:")
+            lines += [f"    {d}" for d in diff]
+    lines += [f"would unmask {u}" for u in c.unmask]
+    lines += [f"would {action} {u}" for u, action in c.unit_actions]
+    lines += [f"would enable {u}" for u in c.enable if (u, "start") not in c.unit_actions]
+    lines += [f"would stop and disable {u}" for u in c.retire]
+    lines += [f"would remove {p}" for p in c.gone]
+    return lines
 
 
 def _replace_file(f: ManagedFile, same_content: bool) -> list[Step]:
@@ -285,6 +358,22 @@ def _replace_file(f: ManagedFile, same_content: bool) -> list[Step]:
     return steps
 
 
+def _log_report(spec: HostSpec, st: HostState) -> None:
+    """Say, before anything runs (and as all ``pyinfra --dry`` does), what this host would get.
+    The present text of a changed file is read only for files that may be shown."""
+    c = changes(spec, st)
+    if not c:
+        return
+    current: dict[str, list[str] | None] = {}
+    for f in c.changed:
+        if f.path in st.files and not is_secret(f) and b"-----BEGIN" not in f.content:
+            text = host.get_fact(FileContents, path=f.path)
+            if text is not None and not any("PRIVATE KEY" in line for line in text):
+                current[f.path] = text
+    for line in report(c, current):
+        host.log(line, logger.info)
+
+
 @operation()
 def converge(spec: HostSpec) -> Generator[Any, None, None]:
     """Bring this host to ``spec``: one fact command, then only what differs."""
@@ -305,6 +394,8 @@ def converge(spec: HostSpec) -> Generator[Any, None, None]:
     if key not in cache:
         cache[key] = host.get_fact(HostSnapshot, **args)
     st = cache[key]
+    if not host.state.is_executing:
+        _log_report(spec, st)
     for step in plan(spec, st):
         if isinstance(step, Upload):
             yield FileUploadCommand(io.BytesIO(step.content), step.dest)

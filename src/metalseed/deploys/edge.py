@@ -13,13 +13,16 @@ Masters are converged one at a time (``_serial``), so a reload never happens on 
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
+from typing import Any
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import StringCommand, deploy
 
 from metalseed.deploys.converge import HostSpec, ManagedFile, converge
-from metalseed.errors import DeployError
+from metalseed.deploys.gates import gate
+from metalseed.errors import DeployError, HealthCheckError
 from metalseed.model import Cluster, Node, cluster_from_inventory
 from metalseed.pki.issue import ensure_store
 from metalseed.render import edge as r
@@ -27,6 +30,8 @@ from metalseed.render import edge as r
 EDGE_OP = "edge: nginx + keepalived on the masters"
 HEALTH_WAIT = (f"/usr/bin/curl -fsS -o /dev/null --retry 15 --retry-connrefused --retry-delay 1 "
                f"--max-time 2 http://127.0.0.1:{r.HEALTH_PORT}{r.HEALTH_PATH}")
+VIP_SETTLE_TIMEOUT = 30.0
+"""Seconds the deploy waits for the VIP to rest on its holder (several VRRP down intervals)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +93,7 @@ def edge() -> None:
     # orders operations by their count per host, so hosts must not skip one that others run.
     if not node.is_master:
         converge(name=EDGE_OP, spec=HostSpec(), _serial=True)
+        _settle_gate(cluster)
         return
     if cluster.edge.cert_file is None:  # with the operator's own certificate the edge needs no store
         ensure_store(cluster, host.inventory)
@@ -96,4 +102,53 @@ def edge() -> None:
     if "_metalseed_edge_material" not in cache:
         cache["_metalseed_edge_material"] = serving_material(cluster)
     material = cache["_metalseed_edge_material"]
-    converge(name=EDGE_OP, spec=master_spec(cluster, node, material), _serial=True)
+    op = converge(name=EDGE_OP, spec=master_spec(cluster, node, material), _serial=True)
+    if op.will_change:
+        host.state.__dict__["_metalseed_edge_changed"] = True
+    _settle_gate(cluster)
+
+
+def _settle_gate(cluster: Cluster) -> None:
+    inventory, state = host.inventory, host.state
+    gate(name="edge: the VIP has settled on its holder", description="vip",
+         check=lambda: (wait_vip_settled(cluster, inventory)
+                        if state.__dict__.get("_metalseed_edge_changed") else None),
+         _run_once=True)
+
+
+def vip_holders(cluster: Cluster, inventory: Any) -> list[str]:
+    """Masters that hold the VIP now, asked over SSH (unreachable ones hold nothing)."""
+    out = []
+    for m in cluster.masters:
+        h = inventory.get_host(m.inventory_name)
+        if not h.connected:
+            continue
+        ok, output = h.run_shell_command(StringCommand(
+            f"ip -4 -o addr show dev {shlex.quote(cluster.vip_interface)}"))
+        if ok and f" {cluster.vip}/" in output.stdout:
+            out.append(m.name)
+    return out
+
+
+def wait_vip_settled(cluster: Cluster, inventory: Any, timeout: float = VIP_SETTLE_TIMEOUT) -> None:
+    """Return once the VIP sits on the master that keeps it: the first reachable one by priority.
+
+    Right after keepalived starts, a lower-priority master may take the VIP first (it started
+    while the first master was still waiting out its own down interval) and lose it to
+    preemption a few seconds later. A deploy that returned then would hand the operator a VIP
+    that moves once more; waiting for the expected holder means it does not.
+    """
+    reachable = [m for m in cluster.masters if inventory.get_host(m.inventory_name).connected]
+    if not reachable:
+        raise HealthCheckError("edge: no master is reachable to hold the VIP")
+    expected = reachable[0].name
+    deadline = time.monotonic() + timeout
+    holders: list[str] = []
+    while time.monotonic() < deadline:
+        holders = vip_holders(cluster, inventory)
+        if holders == [expected]:
+            return
+        time.sleep(0.25)
+    raise HealthCheckError(
+        f"edge: VIP {cluster.vip} did not settle on {expected} within {timeout:.0f}s "
+        f"(held by: {', '.join(holders) or 'nobody'}); see `journalctl -u keepalived` there")

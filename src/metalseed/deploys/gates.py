@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from pyinfra import host as current_host
+from pyinfra import logger
 from pyinfra.api import FunctionCommand, StringCommand, operation
 from pyinfra.api.state import State
 
@@ -76,3 +77,14 @@ def call_if(needed: bool, function: Callable[..., None], **kwargs: Any
         yield FunctionCommand(function, (), kwargs)
 
 
+
+
+@operation()
+def say(lines: Callable[[], Sequence[str]]) -> Generator[Any, None, None]:
+    """Print ``lines()`` on the operator's machine when the run executes (after every operation
+    before it); never a change, and nothing under ``--dry``."""
+    if not current_host.state.is_executing:
+        return
+    for line in lines():
+        logger.info(line)
+    yield from ()

@@ -33,6 +33,7 @@ from metalseed.pki.plan import NEXT
 from metalseed.pki.profiles import ETCD_CA, leaf_specs
 from metalseed.pki.x509 import load_cert
 from metalseed.render import etcd as etcd_render
+from metalseed.runmode import dry_run
 
 DEFAULTS = {"rotate": "due", "rotate_ca": None, "rotate_phase": None}
 """The playbook's inputs (pyinfra data) and their defaults."""
@@ -107,6 +108,16 @@ def rotate_certs() -> None:
     inputs = playbook_inputs(cluster, host.data, DEFAULTS)
 
     def step() -> list[str]:
+        if dry_run():
+            check_ca(cluster, inputs["rotate_ca"])
+            force = sorted(leaves_to_force(cluster, inputs["rotate"]))
+            logger.info(f"rotation (dry run: the store is not changed): rotate={inputs['rotate']}"
+                        + (f" ({', '.join(force)})" if force else "")
+                        + (f", {inputs['rotate_ca']} phase {inputs['rotate_phase']}"
+                           if inputs["rotate_ca"] else "")
+                        + "; the hosts are compared with the store as it is")
+            mark_store_converged(host.inventory)
+            return []
         done = store_step(cluster, host.inventory, inputs["rotate"], inputs["rotate_ca"],
                           inputs["rotate_phase"])
         for line in done or ["nothing to re-issue: every certificate is valid and not due"]:

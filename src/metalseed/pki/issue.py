@@ -126,10 +126,23 @@ _CONVERGED = "_metalseed_pki_converged"
 
 def ensure_store(cluster: Cluster, inventory: Any) -> None:
     """Converge the store once per pyinfra run (per inventory object): every deploy of the run
-    ships from the same store, and init_pki leaves a converged store byte for byte."""
-    if not getattr(inventory, _CONVERGED, False):
+    ships from the same store, and init_pki leaves a converged store byte for byte. Under
+    ``pyinfra --dry`` nothing is written: what would be issued is logged instead."""
+    from metalseed.runmode import dry_run
+
+    if getattr(inventory, _CONVERGED, False):
+        return
+    if dry_run():
+        from pyinfra import logger
+
+        inv = inspect(cluster, store_for(cluster), utcnow())
+        for s in inv.all():
+            if s.state != OK:
+                logger.info(f"PKI store (dry run: nothing written): {s.id} is {s.state}; "
+                            "a real run issues it")
+    else:
         init_pki(cluster)
-        mark_store_converged(inventory)
+    mark_store_converged(inventory)
 
 
 def mark_store_converged(inventory: Any) -> None:
