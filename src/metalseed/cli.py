@@ -18,10 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from metalseed.lab import cli as lab_cli
+    from metalseed.mirror import cli as mirror_cli
     from metalseed.pki import cli as pki_cli
 
     lab_cli.register(sub)
     pki_cli.register(sub)
+    mirror_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,328 @@
+"""How each pinned component is built: Go packages, flags, and the images made from the binaries.
+
+Data only; ``build.py`` runs it. A recipe's repr is part of its cache key, so changing a flag here
+rebuilds exactly that component.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from metalseed.mirror.oci import ImageConfig
+
+
+@dataclass(frozen=True)
+class GoBuild:
+    """One ``go build`` of one or more main packages with the same flags."""
+
+    packages: tuple[str, ...]
+    rename: tuple[tuple[str, str], ...] = ()  # go's output name -> our binary name
+    xflags: tuple[tuple[str, str], ...] = ()  # -X symbol=value
+    cgo: bool = False
+    tags: tuple[str, ...] = ()
+    static_cgo: bool = False  # link a cgo binary statically (runc with libseccomp)
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """An image made of mirror binaries (``bin:<name>``), host files (``host:<path>``) and links."""
+
+    name: str  # artifact name
+    reference_index: int  # which of the pin's images
+    files: tuple[tuple[str, str, int], ...]  # (dest, source, mode)
+    links: tuple[tuple[str, str], ...] = ()  # (dest, target)
+    busybox: bool = False  # Debian's static busybox with its applet links, in a layer of its own
+    host_libs: tuple[str, ...] = ()  # host binaries (dest paths) whose shared libraries are added
+    caps: tuple[tuple[str, int], ...] = ()  # (dest, capability number) as file capabilities
+    config: ImageConfig = field(default_factory=ImageConfig)
+    shared_first_layer: bool = False  # the first file alone in its own layer (shared across images)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    component: str  # the pin's name
+    gomod: str | None = None  # directory under mirror/go
+    builds: tuple[GoBuild, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()  # bin/<link> -> <target> (multi-call names)
+    pause_c: bool = False  # compile upstream's build/pause/linux/pause.c with gcc
+    images: tuple[ImageRecipe, ...] = ()
+
+
+CNI = "github.com/containernetworking/plugins/plugins"
+CNI_VERSION = "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion"
+CONTAINERD = "github.com/containerd/containerd/v2"
+K8S_VERSION_PKGS = ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+KUBE_NAMES = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+)
+CA_BUNDLE = "host:/etc/ssl/certs/ca-certificates.crt"
+NET_BIND_SERVICE = 10
+# Replaced at build time by the release time the module proxy records: a build date that is both
+# meaningful and the same on every rebuild.
+MODULE_TIME = "{module_time}"
+
+
+def kube_xflags(version: str, build_date: str) -> tuple[tuple[str, str], ...]:
+    major, minor = version.removeprefix("v").split(".")[:2]
+    values = {
+        "gitVersion": version,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitCommit": "",  # the module proxy does not say which commit a tag is
+        "gitTreeState": "archive",  # what upstream's hack/lib/version.sh says for a source archive
+        "buildDate": build_date,
+    }
+    return tuple((f"{pkg}.{k}", v) for pkg in K8S_VERSION_PKGS for k, v in values.items())
+
+
+def _kube_image(component: str, index: int) -> ImageRecipe:
+    # The multi-call binary is the first, shared layer: three control-plane images cost one copy.
+    return ImageRecipe(
+        name=f"{component}-image",
+        reference_index=index,
+        files=(("/usr/local/bin/kube", "bin:kube", 0o755),),
+        links=((f"/usr/local/bin/{component}", "kube"),),
+        shared_first_layer=True,
+        config=ImageConfig(entrypoint=(f"/usr/local/bin/{component}",)),
+    )
+
+
+TRAEFIK_ENTRYPOINT = b"""#!/bin/sh
+# As the official traefik image does: flags alone mean "traefik <flags>".
+set -e
+if [ "${1#-}" != "$1" ]; then
+  set -- traefik "$@"
+fi
+exec "$@"
+"""
+
+TEXTS = {"traefik-entrypoint": TRAEFIK_ENTRYPOINT}
+
+
+def recipes(versions: dict[str, str]) -> list[Recipe]:
+    """Every component, in build order (what the lab needs to run containers first)."""
+    v = versions
+    return [
+        Recipe(
+            "containerd",
+            gomod="containerd",
+            builds=(
+                GoBuild(
+                    packages=tuple(
+                        f"{CONTAINERD}/cmd/{c}" for c in ("containerd", "containerd-shim-runc-v2", "ctr")
+                    ),
+                    xflags=(
+                        (f"{CONTAINERD}/version.Version", v["containerd"]),
+                        (f"{CONTAINERD}/version.Package", CONTAINERD),
+                    ),
+                ),
+            ),
+        ),
+        Recipe(
+            "runc",
+            gomod="runc",
+            builds=(
+                GoBuild(
+                    packages=("github.com/opencontainers/runc",),
+                    cgo=True,
+                    tags=("seccomp", "netgo", "osusergo"),
+                    static_cgo=True,
+                ),
+            ),
+        ),
+        Recipe(
+            "cni-plugins",
+            gomod="cni-plugins",
+            builds=(
+                GoBuild(
+                    packages=tuple(
+                        f"{CNI}/{p}"
+                        for p in (
+                            "main/bridge",
+                            "main/loopback",
+                            "ipam/host-local",
+                            "meta/portmap",
+                            "meta/bandwidth",
+                            "meta/firewall",
+                        )
+                    ),
+                    xflags=((CNI_VERSION, v["cni-plugins"]),),
+                ),
+            ),
+        ),
+        Recipe(
+            "crictl",
+            gomod="crictl",
+            builds=(
+                GoBuild(
+                    packages=("sigs.k8s.io/cri-tools/cmd/crictl",),
+                    xflags=(("sigs.k8s.io/cri-tools/pkg/version.Version", v["crictl"]),),
+                ),
+            ),
+        ),
+        Recipe(
+            "pause",
+            pause_c=True,
+            images=(
+                ImageRecipe(
+                    name="pause-image",
+                    reference_index=0,
+                    files=(("/pause", "bin:pause", 0o755),),
+                    config=ImageConfig(entrypoint=("/pause",), user="65535:65535", env=()),
+                ),
+            ),
+        ),
+        Recipe(
+            "etcd",
+            gomod="etcd",
+            builds=(GoBuild(packages=(".",), rename=(("etcd", "etcd"),)),),
+            links=(("etcdctl", "etcd"),),
+            images=(
+                ImageRecipe(
+                    name="etcd-image",
+                    reference_index=0,
+                    files=(("/usr/local/bin/etcd", "bin:etcd", 0o755),),
+                    links=(("/usr/local/bin/etcdctl", "etcd"),),
+                    config=ImageConfig(cmd=("/usr/local/bin/etcd",)),
+                ),
+            ),
+        ),
+        Recipe(
+            "kubernetes",
+            gomod="kubernetes",
+            builds=(
+                GoBuild(
+                    packages=(".",),
+                    rename=(("kubernetes", "kube"),),
+                    xflags=kube_xflags(v["kubernetes"], MODULE_TIME),
+                ),
+            ),
+            links=tuple((n, "kube") for n in KUBE_NAMES),
+            images=(
+                _kube_image("kube-apiserver", 0),
+                _kube_image("kube-controller-manager", 1),
+                _kube_image("kube-scheduler", 2),
+            ),
+        ),
+        Recipe(
+            "flannel",
+            gomod="flannel",
+            builds=(
+                GoBuild(
+                    packages=("github.com/flannel-io/flannel",),
+                    rename=(("flannel", "flanneld"),),
+                    xflags=(("github.com/flannel-io/flannel/pkg/version.Version", v["flannel"]),),
+                ),
+            ),
+            images=(
+                ImageRecipe(
+                    name="flannel-image",
+                    reference_index=0,
+                    # flanneld runs iptables (go-iptables execs it): Debian's, with its libraries.
+                    files=(
+                        ("/opt/bin/flanneld", "bin:flanneld", 0o755),
+                        ("/usr/sbin/xtables-nft-multi", "host:/usr/sbin/xtables-nft-multi", 0o755),
+                    ),
+                    links=tuple(
+                        (f"/usr/sbin/{n}", "xtables-nft-multi")
+                        for n in (
+                            "iptables",
+                            "iptables-save",
+                            "iptables-restore",
+                            "ip6tables",
+                            "ip6tables-save",
+                            "ip6tables-restore",
+                        )
+                    ),
+                    busybox=True,
+                    host_libs=("/usr/sbin/xtables-nft-multi", "xtables-plugins"),
+                    config=ImageConfig(entrypoint=("/opt/bin/flanneld",)),
+                ),
+            ),
+        ),
+        Recipe(
+            "flannel-cni-plugin",
+            gomod="flannel-cni-plugin",
+            builds=(
+                GoBuild(
+                    packages=(f"{CNI}/meta/flannel",),
+                    xflags=((CNI_VERSION, v["flannel-cni-plugin"]),),
+                ),
+            ),
+            images=(
+                ImageRecipe(
+                    name="flannel-cni-plugin-image",
+                    reference_index=0,
+                    files=(("/flannel", "bin:flannel", 0o755),),
+                    busybox=True,  # its init container runs "cp -f /flannel /opt/cni/bin/flannel"
+                ),
+            ),
+        ),
+        Recipe(
+            "coredns",
+            gomod="coredns",
+            builds=(GoBuild(packages=("github.com/coredns/coredns",)),),
+            images=(
+                ImageRecipe(
+                    name="coredns-image",
+                    reference_index=0,
+                    files=(
+                        ("/coredns", "bin:coredns", 0o755),
+                        ("/etc/ssl/certs/ca-certificates.crt", CA_BUNDLE, 0o644),
+                    ),
+                    # Upstream runs as nonroot and setcap's the binary so it may bind port 53.
+                    caps=(("/coredns", NET_BIND_SERVICE),),
+                    config=ImageConfig(
+                        entrypoint=("/coredns",), user="65532:65532", exposed_ports=("53/tcp", "53/udp")
+                    ),
+                ),
+            ),
+        ),
+        Recipe(
+            "agnhost",
+            gomod="kubernetes",
+            builds=(GoBuild(packages=("k8s.io/kubernetes/test/images/agnhost",)),),
+            images=(
+                ImageRecipe(
+                    name="agnhost-image",
+                    reference_index=0,
+                    files=(("/agnhost", "bin:agnhost", 0o755),),
+                    busybox=True,  # several subcommands (and e2e pods) run shell commands
+                    config=ImageConfig(entrypoint=("/agnhost",), cmd=("pause",)),
+                ),
+            ),
+        ),
+        Recipe(
+            "traefik",
+            gomod="traefik",
+            builds=(
+                GoBuild(
+                    packages=("github.com/traefik/traefik/v3/cmd/traefik",),
+                    xflags=(
+                        ("github.com/traefik/traefik/v3/pkg/version.Version", v["traefik"]),
+                        ("github.com/traefik/traefik/v3/pkg/version.BuildDate", MODULE_TIME),
+                    ),
+                ),
+            ),
+            images=(
+                ImageRecipe(
+                    name="traefik-image",
+                    reference_index=0,
+                    files=(
+                        ("/usr/local/bin/traefik", "bin:traefik", 0o755),
+                        ("/entrypoint.sh", "text:traefik-entrypoint", 0o755),
+                        ("/etc/ssl/certs/ca-certificates.crt", CA_BUNDLE, 0o644),
+                    ),
+                    busybox=True,
+                    config=ImageConfig(
+                        entrypoint=("/entrypoint.sh",), cmd=("traefik",), exposed_ports=("80/tcp",)
+                    ),
+                ),
+            ),
+        ),
+    ]
