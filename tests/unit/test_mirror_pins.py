@@ -27,9 +27,19 @@ upstream_sha256 = "{sha}"
 def test_repository_pins_are_valid_and_complete() -> None:
     pins = load_pins()
     expected = {
-        "containerd", "runc", "cni-plugins", "crictl", "pause", "etcd", "kubernetes",
-        "flannel", "flannel-cni-plugin", "coredns", "agnhost", "traefik",
-    }  # fmt: skip
+        "containerd",
+        "runc",
+        "cni-plugins",
+        "crictl",
+        "pause",
+        "etcd",
+        "kubernetes",
+        "flannel",
+        "flannel-cni-plugin",
+        "coredns",
+        "agnhost",
+        "traefik",
+    }
     assert expected <= set(pins.names())
     assert pins.get("kubernetes").version.startswith(("v1.36.", "v1.37."))
     assert pins.get("etcd").version.startswith("v3.6.")
@@ -63,8 +73,16 @@ def _artifact(tmp: Path, name: str, data: bytes) -> Artifact:
     (tmp / "bin").mkdir(exist_ok=True)
     f = tmp / "bin" / name
     f.write_bytes(data)
-    return Artifact(name=name, version="v1", kind="binary", path=f"bin/{name}", sha256=sha256_file(f),
-                    size=len(data), source="built", component=name)  # fmt: skip
+    return Artifact(
+        name=name,
+        version="v1",
+        kind="binary",
+        path=f"bin/{name}",
+        sha256=sha256_file(f),
+        size=len(data),
+        source="built",
+        component=name,
+    )
 
 
 def test_manifest_round_trip_and_verify(tmp_path: Path) -> None:

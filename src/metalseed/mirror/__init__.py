@@ -29,6 +29,13 @@ def default_root() -> Path:
     return Path(env) if env else DEFAULT_ROOT
 
 
+def serve(root: Path | str, host: str, port: int) -> None:
+    """Serve the mirror in the foreground until SIGTERM (see metalseed.mirror.server)."""
+    from metalseed.mirror.server import serve as _serve
+
+    _serve(root, host, port)
+
+
 __all__ = [
     "DEFAULT_ROOT",
     "ENV",
@@ -39,6 +46,7 @@ __all__ = [
     "default_root",
     "load_manifest",
     "load_pins",
+    "serve",
     "sha256_file",
     "verify",
 ]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from metalseed.errors import MirrorError
-from metalseed.mirror.manifest import Artifact, Manifest, sha256_file, write_manifest
+from metalseed.mirror.manifest import Artifact, Kind, Manifest, sha256_file, write_manifest
 from metalseed.mirror.oci import (
     BlobStore,
     Dir,
@@ -221,8 +221,11 @@ class Builder:
             manifest.replace_component(recipe.component, artifacts)
             write_manifest(self.root, manifest)
         self.report.seconds = time.monotonic() - self.t0
-        self.say("mirror", f"{len(self.report.built)} built, {len(self.report.cached)} cached, "
-                 f"total {self.report.seconds:.1f}s")  # fmt: skip
+        self.say(
+            "mirror",
+            f"{len(self.report.built)} built, {len(self.report.cached)} cached, "
+            f"total {self.report.seconds:.1f}s",
+        )
         return self.report
 
     def build_component(self, recipe: Recipe, pin: Pin) -> list[Artifact]:
@@ -314,10 +317,19 @@ class Builder:
             artifacts.append(self._artifact(link, pin, f"bin/{link}", "binary", recipe.component))
         return artifacts
 
-    def _artifact(self, name: str, pin: Pin, rel: str, kind: str, component: str, **extra: str) -> Artifact:
+    def _artifact(self, name: str, pin: Pin, rel: str, kind: Kind, component: str, **extra: str) -> Artifact:
         p = self.root / rel
-        return Artifact(name=name, version=pin.version, kind=kind, path=rel, sha256=sha256_file(p),  # type: ignore[arg-type]
-                        size=p.stat().st_size, source="built", component=component, **extra)  # fmt: skip
+        return Artifact(
+            name=name,
+            version=pin.version,
+            kind=kind,
+            path=rel,
+            sha256=sha256_file(p),
+            size=p.stat().st_size,
+            source="built",
+            component=component,
+            **extra,
+        )
 
     def image_layers(self, img: ImageRecipe) -> list[list[Entry]]:
         files: list[Entry] = []

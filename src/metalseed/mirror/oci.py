@@ -165,9 +165,10 @@ def gzip_bytes(data: bytes) -> bytes:
 class BlobStore:
     """``<root>/blobs/sha256/<hex>``: written once, via a temporary file and a rename."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, create: bool = True) -> None:
         self.dir = root / "blobs" / "sha256"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.dir.mkdir(parents=True, exist_ok=True)
         self._layers: dict[str, tuple[str, Descriptor]] = {}  # tar sha -> (diff_id, gz descriptor)
 
     def path(self, digest: str) -> Path:
