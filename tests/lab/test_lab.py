@@ -13,7 +13,6 @@ import pytest
 import testinfra
 
 from metalseed.lab import Lab
-from metalseed.lab import cgroup as cgroupmod
 from metalseed.lab import plan as planmod
 
 from .conftest import LAB_INVENTORY, MASTERS, REPO, TEST_LAB, WORKERS, lab_unavailable
@@ -263,25 +262,58 @@ def test_fault_on_unknown_machine_is_a_clear_error(lab: Lab) -> None:
 # ---- down leaves nothing (a lab of its own) ----------------------------------------------
 
 
+def holds(pid: str, root: Path) -> bool:
+    """Whether the process has a file under ``root`` open (the lab's mirror server: its log)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(f"{root}/"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def leftovers(name: str) -> list[str]:
-    """Everything of lab ``name`` still on the host, as seen from the host."""
+    """Everything of lab ``name`` still on the host, as seen from the host.
+
+    Independent of the lab's own bookkeeping: every mounted cgroup hierarchy is scanned (nested
+    cgroups that containerd/runc created included), and every process whose command line names
+    the lab's files, whose cgroup lies in the lab's trees, or that holds a lab file open counts.
+    """
     lab = Lab(name, progress=None)
     root = lab.paths.root
     found: list[str] = []
     with open("/proc/self/mounts") as f:
-        found += [f"mount {ln.split()[1]}" for ln in f if str(root) in ln.split()[1]]
+        found += [f"mount {ln.split()[1]}" for ln in f
+                  if str(root) in ln.split()[1] or str(root) in ln.split()[0]]
     found += [f"netns {n}" for n in os.listdir("/run/netns")
               if planmod.netns_pattern(name).match(n)] if os.path.isdir("/run/netns") else []
     found += [f"link {n}" for n in os.listdir("/sys/class/net")
               if n == planmod.bridge_name(name) or planmod.veth_pattern(name).match(n)]
+    in_lab = f"/metalseed/{name}/"
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        if any(str(root).encode() in a for a in argv):
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            # Dead already: a machine's systemd outlives its nspawn by a moment, so the host's
+            # PID 1 inherits it and reaps it shortly after.
+            continue
+        if any(str(root).encode() in a for a in argv) or in_lab in cgroups or holds(pid, root):
             found.append(f"process {pid} {argv[0]!r}")
-    found += [f"cgroup {d}" for d in cgroupmod.lab_dirs(cgroupmod.detect(), name) if d.exists()]
+    with open("/proc/self/mounts") as f:
+        hierarchies = [ln.split()[1] for ln in f if ln.split()[2] in ("cgroup", "cgroup2")]
+    for h in hierarchies:
+        top = Path(h) / "metalseed" / name
+        if top.exists():
+            found += [f"cgroup {d}" for d, _, _ in os.walk(top)]
     if root.exists():
         found.append(f"dir {root}")
     return found

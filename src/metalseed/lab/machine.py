@@ -172,6 +172,10 @@ def boot(
 ) -> int:
     """Start systemd-nspawn detached; returns its PID. systemd boots inside."""
     cgroup.create(layout, lab, m.name)
+    # nspawn refuses to start while its propagation dir exists, and cannot remove one itself when
+    # /run is not a tmpfs (this host: "Attempted to remove disk file system under
+    # /run/systemd/nspawn/propagate/NAME"); the name is this machine's own, so a stale one goes.
+    shutil.rmtree(NSPAWN_RUN / "propagate" / m.netns, ignore_errors=True)
     argv = [
         "systemd-nspawn",
         "--quiet",
