@@ -1,10 +1,13 @@
 """Benchmark: the full PKI for 3+2 and 3+100 nodes, metalseed against an openssl-CLI script.
 
 The anchor is a shell script, generated from the same profiles, that issues the same CAs and leaves
-(same subjects, SANs, usages, key type) with the openssl command line, run in the same process
-tree right after ours. Prints medians and the ratio.
+(same subjects, SANs, usages, key type) with the openssl command line, and writes the same trust
+bundles and kubeconfigs, run in the same process tree right after ours. Both sides must leave the
+same set of files (asserted); prints medians and the ratio.
 
-    .venv/bin/python bench/pki.py [--runs 5]
+    .venv/bin/python bench/pki.py [--runs 5] [--quick]
+
+``--quick``: 3+2 nodes only, one run (a check that the bench runs, not a measurement).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def openssl_script(c: Cluster, root: Path) -> str:
             f"-keyout {ca.id}.key -out {ca.id}.crt -days {c.pki.ca_lifetime.days} "
             f"-subj /CN={ca.common_name} -addext basicConstraints=critical,CA:TRUE,pathlen:0 "
             f"-addext keyUsage=critical,digitalSignature,keyCertSign,cRLSign 2>/dev/null")
+        # Outside a rotation a trust bundle is the CA certificate alone.
+        lines.append(f"cp {ca.id}.crt {ca.id}-bundle.crt")
     for leaf in leaf_specs(c):
         subj = "".join(f"/O={o}" for o in leaf.organizations) + f"/CN={leaf.common_name}"
         ekus = ",".join(e for u, e in ((SERVER, "serverAuth"), (CLIENT, "clientAuth"))
@@ -61,21 +66,45 @@ def openssl_script(c: Cluster, root: Path) -> str:
             f"openssl x509 -req -sha256 -days {days} -CA {leaf.ca}.crt -CAkey {leaf.ca}.key "
             f"-CAcreateserial -extfile {leaf.id}.ext -out {leaf.id}.crt 2>/dev/null")
         lines.append(f"chmod 600 {leaf.id}.key")
+        if leaf.kubeconfig:
+            lines.append(kubeconfig_lines(c, leaf.kubeconfig, leaf.kubeconfig_server or "",
+                                          leaf.common_name, leaf.ca, leaf.id))
     lines.append("openssl ecparam -name prime256v1 -genkey -noout -out sa.key")
     lines.append("openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null")
     return "\n".join(lines) + "\n"
 
 
-def time_metalseed(workers: int) -> tuple[float, int]:
+def kubeconfig_lines(c: Cluster, name: str, server: str, user: str, ca: str, leaf: str) -> str:
+    """The same kubeconfig YAML as metalseed's (certificates and key inlined as base64)."""
+    ctx = f"{user}@{c.name}"
+    yaml = (f"apiVersion: v1\nkind: Config\nclusters:\n- name: {c.name}\n  cluster:\n"
+            f"    server: {server}\n    certificate-authority-data: %s\nusers:\n- name: {user}\n"
+            f"  user:\n    client-certificate-data: %s\n    client-key-data: %s\ncontexts:\n"
+            f"- name: {ctx}\n  context:\n    cluster: {c.name}\n    user: {user}\n"
+            f"current-context: {ctx}\npreferences: {{}}\n")
+    return (f"mkdir -p kubeconfig && (umask 077; printf {shlex.quote(yaml)} "
+            f"\"$(base64 -w0 {ca}.crt)\" \"$(base64 -w0 {leaf}.crt)\" \"$(base64 -w0 {leaf}.key)\" "
+            f"> kubeconfig/{name}.conf)")
+
+
+# What both sides leave behind (openssl's own by-products, *.ext and *.srl, are not compared).
+OUTPUTS = (".crt", ".key", ".pub", ".conf")
+
+
+def outputs(root: Path) -> frozenset[str]:
+    return frozenset(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix in OUTPUTS)
+
+
+def time_metalseed(workers: int) -> tuple[float, frozenset[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         c = cluster(Path(tmp) / "pki", workers)
         t = time.perf_counter()
         init_pki(c, now=dt.datetime.now(dt.UTC))
         elapsed = time.perf_counter() - t
-        return elapsed, sum(1 for p in Path(tmp).rglob("*.crt"))
+        return elapsed, outputs(c.pki_dir)
 
 
-def time_openssl(workers: int) -> tuple[float, int]:
+def time_openssl(workers: int) -> tuple[float, frozenset[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "pki"
         root.mkdir()
@@ -84,25 +113,29 @@ def time_openssl(workers: int) -> tuple[float, int]:
         t = time.perf_counter()
         subprocess.run(["bash", "-c", script], check=True)
         elapsed = time.perf_counter() - t
-        return elapsed, sum(1 for p in root.rglob("*.crt"))
+        return elapsed, outputs(root)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="3+2 nodes, one run: does the bench run")
     args = ap.parse_args()
+    runs, sizes = (1, (2,)) if args.quick else (args.runs, (2, 100))
     print(f"{'nodes':>8} {'certs':>6} {'metalseed s':>12} {'openssl-cli s':>14} {'ratio':>7}")
-    for workers in (2, 100):
+    for workers in sizes:
         ours, theirs = [], []
-        for _ in range(args.runs):
-            t, n_ours = time_metalseed(workers)
+        for _ in range(runs):
+            t, files_ours = time_metalseed(workers)
             ours.append(t)
-            t, n_theirs = time_openssl(workers)
+            t, files_theirs = time_openssl(workers)
             theirs.append(t)
-        assert n_ours == n_theirs, (n_ours, n_theirs)
+            # The same work on both sides: every certificate, key, trust bundle and kubeconfig.
+            assert files_ours == files_theirs, sorted(files_ours ^ files_theirs)
+        n_ours = sum(1 for f in files_ours if f.endswith(".crt") and not f.endswith("-bundle.crt"))
         m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
         print(f"{'3+' + str(workers):>8} {n_ours:>6} {m_ours:>12.3f} {m_theirs:>14.3f} "
-              f"{m_theirs / m_ours:>6.1f}x   (medians of {args.runs}; "
+              f"{m_theirs / m_ours:>6.1f}x   (medians of {runs}; "
               f"metalseed min/max {min(ours):.3f}/{max(ours):.3f})")
 
 
