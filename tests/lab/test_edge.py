@@ -9,8 +9,11 @@ the VIP.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,8 +130,9 @@ def test_second_run_changes_nothing(edge: Cluster, lab: Lab, run_pyinfra: RunPyi
     total = pyinfra_totals(proc.stdout + proc.stderr)
     took = time.monotonic() - t0
     assert total["success"] == 0 and total["error"] == 0
-    # Two operations (the edge, the lab stand-in), each on every host, none changed anything.
-    assert total["no_change"] == total["hosts"] == 2 * len(edge.nodes)
+    # Two operations (the edge, the lab stand-in) on every host, and the VIP gate (run once, and
+    # asking nothing when nothing changed); none changed anything.
+    assert total["no_change"] == total["hosts"] == 2 * len(edge.nodes) + 1
     print(f"\nedge: no-change run on {len(edge.nodes)} machines took {took:.2f} s")
 
 
@@ -203,3 +207,55 @@ def test_nginx_stopped_on_the_holder_moves_the_vip(edge: Cluster, lab: Lab,
     finally:
         converge(lab, run_pyinfra)  # starts nginx again
     probe.wait_holder(lab, edge, expected=old, timeout=30)
+
+
+def test_a_fresh_deploy_returns_only_once_the_vip_has_settled(
+        edge: Cluster, lab: Lab, run_pyinfra: RunPyinfra) -> None:
+    # keepalived stopped everywhere: the deploy starts it on every master, as on bare machines.
+    for m in edge.masters:
+        lab.ssh(m.name, "systemctl stop keepalived.service", check=True)
+    assert probe.holder(lab, edge) is None
+    converge(lab, run_pyinfra)
+    expected = r.expected_holder(edge).name
+    seen = set()
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:  # the 10 s after the deploy returned
+        seen.add(probe.holder(lab, edge))
+        time.sleep(0.2)
+    assert seen == {expected}, f"the VIP moved after the deploy returned: {seen}"
+
+
+def dry_run(lab: Lab, *args: str) -> str:
+    """`pyinfra --dry` as an operator types it (no -y: it shows its detected changes)."""
+    pyinfra = Path(sys.executable).with_name("pyinfra")
+    proc = subprocess.run([str(pyinfra), "inventory/lab.py", "--dry", *args, "deploys/cluster.py"],
+                          cwd=REPO, env=dict(os.environ, METALSEED_LAB=lab.name, NO_COLOR="1"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def detected_changes(output: str) -> list[str]:
+    """Rows of pyinfra's "Detected changes" table that change something on some host."""
+    table = output.split("--> Detected changes:", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    return [row for row in table if re.search(r"\s\d+ \(", row)]
+
+
+def test_dry_run_shows_nothing_when_converged_and_a_diff_for_a_changed_setting(
+        edge: Cluster, lab: Lab, run_pyinfra: RunPyinfra) -> None:
+    run_pyinfra("deploys/cluster.py")
+    before = lab.ssh(edge.masters[0].name, f"sha256sum {r.KEEPALIVED_CONF}", check=True).stdout
+    quiet = dry_run(lab)
+    assert detected_changes(quiet) == []
+    assert "would " not in quiet
+
+    changed = dry_run(lab, "--data", "edge_failover=fast")
+    for m in edge.masters:
+        assert f"[{m.name}] would change {r.KEEPALIVED_CONF}:" in changed
+        assert f"[{m.name}] would reload keepalived.service" in changed
+    assert "-    advert_int 1" in changed and "+    advert_int 0.1" in changed
+    assert [row.split("|")[-1].split()[0] for row in detected_changes(changed)] == ["edge:"]
+    assert "PRIVATE KEY" not in changed
+    # A dry run changed nothing.
+    after = lab.ssh(edge.masters[0].name, f"sha256sum {r.KEEPALIVED_CONF}", check=True).stdout
+    assert after == before

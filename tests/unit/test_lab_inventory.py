@@ -52,8 +52,8 @@ def test_host_data_points_ssh_at_the_lab_key() -> None:
         "ssh_hostname": "10.213.7.11",
         "ssh_user": "root",
         "ssh_key": "/var/lib/metalseed/lab/lab/id_ed25519",
-        "ssh_known_hosts_file": "/dev/null",
-        "ssh_strict_host_key_checking": "no",
+        "ssh_known_hosts_file": "/var/lib/metalseed/lab/lab/known_hosts",
+        "ssh_strict_host_key_checking": "yes",
     }
 
 

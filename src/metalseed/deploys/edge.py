@@ -89,31 +89,28 @@ def _this_node(cluster: Cluster) -> Node:
 def edge() -> None:
     cluster = cluster_from_inventory(host.inventory)
     node = _this_node(cluster)
-    # Every host calls the operation, workers with nothing to do: pyinfra's API (unlike its CLI)
-    # orders operations by their count per host, so hosts must not skip one that others run.
-    if not node.is_master:
-        converge(name=EDGE_OP, spec=HostSpec(), _serial=True)
-        _settle_gate(cluster)
-        return
+    # Every host makes the same calls from the same lines, workers with nothing to do: pyinfra's
+    # API orders operations by their count per host and its CLI by the lines that call them, so
+    # a host that skipped one, or called it from elsewhere, would run it out of order.
+    spec = _master_spec(cluster, node) if node.is_master else HostSpec()
+    op = converge(name=EDGE_OP, spec=spec, _serial=True)
+    if op.will_change:
+        host.state.__dict__["_metalseed_edge_changed"] = True
+    inventory, state = host.inventory, host.state
+    gate(name="edge: the VIP has settled on its holder", description="vip",
+         check=lambda: (wait_vip_settled(cluster, inventory)
+                        if state.__dict__.get("_metalseed_edge_changed") else None),
+         _run_once=True)
+
+
+def _master_spec(cluster: Cluster, node: Node) -> HostSpec:
     if cluster.edge.cert_file is None:  # with the operator's own certificate the edge needs no store
         ensure_store(cluster, host.inventory)
     # Read once per run: every master ships the same bundle.
     cache = vars(host.inventory)
     if "_metalseed_edge_material" not in cache:
         cache["_metalseed_edge_material"] = serving_material(cluster)
-    material = cache["_metalseed_edge_material"]
-    op = converge(name=EDGE_OP, spec=master_spec(cluster, node, material), _serial=True)
-    if op.will_change:
-        host.state.__dict__["_metalseed_edge_changed"] = True
-    _settle_gate(cluster)
-
-
-def _settle_gate(cluster: Cluster) -> None:
-    inventory, state = host.inventory, host.state
-    gate(name="edge: the VIP has settled on its holder", description="vip",
-         check=lambda: (wait_vip_settled(cluster, inventory)
-                        if state.__dict__.get("_metalseed_edge_changed") else None),
-         _run_once=True)
+    return master_spec(cluster, node, cache["_metalseed_edge_material"])
 
 
 def vip_holders(cluster: Cluster, inventory: Any) -> list[str]:

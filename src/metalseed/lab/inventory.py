@@ -17,8 +17,33 @@ from metalseed.lab.state import LabState, MachineState
 
 ENV_LAB = "METALSEED_LAB"
 VIP_INTERFACE = "eth0"
+HOST_KEYS_DIR = "/etc/ssh"
 
 Host = tuple[str, dict[str, Any]]
+
+
+def known_hosts_path(s: LabState) -> Path:
+    return s.key.parent / "known_hosts"
+
+
+def write_known_hosts(s: LabState) -> Path:
+    """The lab's own known_hosts, written when it differs: every machine runs sshd with this
+    host's keys (its /etc/ssh comes through the overlay), so they are the keys of every machine
+    address. pyinfra then checks them strictly and warns of nothing; the file of another lab that
+    used the same addresses does not matter."""
+    path = known_hosts_path(s)
+    if not path.parent.is_dir():  # not a lab on this machine (a state read for tests)
+        return path
+    keys = []
+    for pub in sorted(Path(HOST_KEYS_DIR).glob("ssh_host_*_key.pub")):
+        kind, key = pub.read_text().split()[:2]
+        keys.append(f"{kind} {key}")
+    text = "".join(f"{m.address} {k}\n" for m in s.machines for k in keys)
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
 
 
 def host_data(s: LabState, m: MachineState) -> dict[str, Any]:
@@ -26,9 +51,8 @@ def host_data(s: LabState, m: MachineState) -> dict[str, Any]:
         "ssh_hostname": str(m.address),
         "ssh_user": "root",
         "ssh_key": str(s.key),
-        # Every machine has the host's SSH host keys and addresses are reused between labs.
-        "ssh_known_hosts_file": "/dev/null",
-        "ssh_strict_host_key_checking": "no",
+        "ssh_known_hosts_file": str(known_hosts_path(s)),
+        "ssh_strict_host_key_checking": "yes",
     }
 
 
@@ -69,6 +93,7 @@ def load_groups(name: str | None = None, base: Path | None = None) -> dict[str, 
             f"lab {name!r} is not up (no state under {statemod.lab_paths(name, base).root}):"
             f" run `metalseed lab up{hint}` first (the lab is chosen by ${ENV_LAB})"
         )
+    write_known_hosts(s)
     return groups(s)
 
 
@@ -82,6 +107,7 @@ def pyinfra_inventory(s: LabState, masters: Sequence[str] | None = None,
     """
     from pyinfra.api import Inventory
 
+    write_known_hosts(s)
     by_name = {m.name: m for m in s.machines}
     m_names = list(masters) if masters is not None else [m.name for m in s.masters]
     w_names = list(workers) if workers is not None else [m.name for m in s.workers
