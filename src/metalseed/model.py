@@ -115,6 +115,20 @@ class EdgeSettings:
         return FAILOVER_ADVERT_INT[self.failover]
 
 
+KUBE_PROXY_MODES = ("iptables", "nftables")  # no "ipvs": kernels without IP_VS exist (the lab's)
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    enabled: bool = False
+    """Kubernetes (the pinned version, mirror/pins.toml) on top of etcd and the edge."""
+    kubelet_settings: tuple[tuple[str, Any], ...] = ()
+    """Extra KubeletConfiguration fields (validated names), over metalseed's own."""
+    kube_proxy_mode: str = "iptables"
+    kube_proxy_settings: tuple[tuple[str, Any], ...] = ()
+    """Extra KubeProxyConfiguration fields (validated names), over metalseed's own."""
+
+
 @dataclass(frozen=True)
 class Cluster:
     name: str
@@ -132,6 +146,7 @@ class Cluster:
     etcd: EtcdSettings = field(default_factory=EtcdSettings)
     pki: PKISettings = field(default_factory=PKISettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     mirror_url: str | None = None
     """The artifact mirror hosts download from (``http://host:port``, no path): files at
     ``<mirror_url>/files/<path>``, its OCI registry at the same host:port. None: hosts download the
@@ -295,6 +310,54 @@ def _hostnames(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+# Fields metalseed sets from the model itself: overriding them would break what it relies on
+# (TLS from the store, the cgroup driver containerd uses, the cluster's DNS and networks).
+_OWNED_FIELDS = {
+    "kubelet": {
+        "authentication": "client certificates of the store's CA and webhook token review",
+        "authorization": "Webhook (the API server's RBAC)",
+        "tlsCertFile": "the store's kubelet-serving/<node> certificate",
+        "tlsPrivateKeyFile": "the store's kubelet-serving/<node> key",
+        "rotateCertificates": "the store's certificates, rotated by deploys/rotate-certs.py",
+        "serverTLSBootstrap": "the store's certificates, rotated by deploys/rotate-certs.py",
+        "cgroupDriver": "containerd's cgroup driver (cgroupfs)",
+        "containerRuntimeEndpoint": "containerd's socket",
+        "clusterDNS": "the 10th address of service_network (CoreDNS)",
+        "clusterDomain": "dns_domain",
+    },
+    "kube-proxy": {
+        "mode": "kube_proxy_mode",
+        "clientConnection": "the store's kube-proxy kubeconfig",
+        "clusterCIDR": "pod_network",
+        "hostnameOverride": "the node's name",
+    },
+}
+
+
+def _component_settings(kind: str, component: str) -> Callable[[object], tuple[tuple[str, Any], ...]]:
+    """A mapping of extra fields of a component's configuration file: names known to the pinned
+    version's schema (misspelt ones refused with a suggestion), none of the fields metalseed owns."""
+    from metalseed.kube.schema import KUBE_PROXY_CONFIGURATION_FIELDS, KUBELET_CONFIGURATION_FIELDS
+
+    known = KUBELET_CONFIGURATION_FIELDS if component == "kubelet" else KUBE_PROXY_CONFIGURATION_FIELDS
+    owned = _OWNED_FIELDS[component]
+
+    def parse(value: object) -> tuple[tuple[str, Any], ...]:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"a mapping of {kind} fields, such as {{'maxPods': 50}}")
+        for key in value:
+            if key in owned:
+                raise ValueError(f"no {key!r}: metalseed sets it ({owned[key]})")
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"{hint}field names of {kind} in the pinned Kubernetes "
+                                 f"(metalseed.kube.schema); {key!r} is not one")
+        return tuple(sorted(value.items()))
+
+    return parse
+
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
@@ -339,6 +402,10 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "edge_virtual_router_id": (_int(1, 255), EdgeSettings.virtual_router_id),
     "edge_http_port": (_int(1, 65535), 80),
     "edge_https_port": (_int(1, 65535), 443),
+    "kubernetes": (_bool, False),
+    "kubelet_settings": (_component_settings("KubeletConfiguration", "kubelet"), {}),
+    "kube_proxy_mode": (_choice(*KUBE_PROXY_MODES), "iptables"),
+    "kube_proxy_settings": (_component_settings("KubeProxyConfiguration", "kube-proxy"), {}),
     "mirror_url": (_optional(_mirror_url), None),
     "mirror_dir": (_optional(_path), None),
 }
@@ -478,6 +545,7 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
     _check_nodes(nodes, raw, err)
     _check_networks(raw, err)
     _check_ports(raw, err)
+    _check_kubernetes(raw, err)
 
     if errors:
         raise errors[0] if len(errors) == 1 else ModelErrors(errors)
@@ -525,6 +593,12 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             virtual_router_id=raw["edge_virtual_router_id"],
             http_port=raw["edge_http_port"],
             https_port=raw["edge_https_port"],
+        ),
+        kubernetes=KubernetesSettings(
+            enabled=raw["kubernetes"],
+            kubelet_settings=raw["kubelet_settings"],
+            kube_proxy_mode=raw["kube_proxy_mode"],
+            kube_proxy_settings=raw["kube_proxy_settings"],
         ),
         mirror_url=raw["mirror_url"],
         mirror_dir=raw["mirror_dir"] or default_mirror_root(),
@@ -602,6 +676,19 @@ def _check_ports(raw: dict[str, Any], err: Callable[..., None]) -> None:
     if (raw.get("edge_cert_file") is None) != (raw.get("edge_key_file") is None):
         err("edge_key_file", raw.get("edge_key_file"),
             "edge_cert_file and edge_key_file together, or neither")
+
+
+def _check_kubernetes(raw: dict[str, Any], err: Callable[..., None]) -> None:
+    if not raw.get("kubernetes"):
+        return
+    if raw.get("etcd_source") == "debian":
+        err("etcd_source", "debian",
+            "with kubernetes = True, an etcd of 3.5.11 or newer (Kubernetes >= 1.31 needs it; "
+            "Debian 12 ships 3.4.23): etcd_source = 'mirror' (the mirror's pinned 3.6), or "
+            "'tarball'")
+    ports = {raw.get("ingress_http_nodeport"), raw.get("ingress_https_nodeport")}
+    if raw.get("apiserver_port") in ports:
+        err("apiserver_port", raw.get("apiserver_port"), "a port that no ingress NodePort uses")
 
 
 # --------------------------------------------------------------------------------------------
