@@ -154,6 +154,10 @@ class Cluster:
     mirror_dir: Path = field(default_factory=default_mirror_root)
     """The operator-side mirror root holding ``manifest.json``: the sha256 every download from
     ``mirror_url`` is checked against (never what a host or the mirror server says)."""
+    containerd_restrict_oom_score_adj: bool = False
+    """containerd clamps the OOM scores it sets to its own (its ``restrict_oom_score_adj``): for
+    nodes where nothing may lower an OOM score (no CAP_SYS_RESOURCE, as in this lab), where runc
+    otherwise fails every pod sandbox ("failed to update /proc/self/oom_score_adj")."""
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -408,6 +412,7 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "kube_proxy_settings": (_component_settings("KubeProxyConfiguration", "kube-proxy"), {}),
     "mirror_url": (_optional(_mirror_url), None),
     "mirror_dir": (_optional(_path), None),
+    "containerd_restrict_oom_score_adj": (_bool, False),
 }
 
 HOST_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
@@ -602,6 +607,7 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
         ),
         mirror_url=raw["mirror_url"],
         mirror_dir=raw["mirror_dir"] or default_mirror_root(),
+        containerd_restrict_oom_score_adj=raw["containerd_restrict_oom_score_adj"],
     )
 
 

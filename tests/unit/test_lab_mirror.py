@@ -39,6 +39,13 @@ def test_inventory_points_the_model_at_the_lab_mirror() -> None:
     assert "mirror_url" not in inv.cluster_data(sample(mirror=False))
 
 
+def test_a_host_that_cannot_lower_oom_scores_makes_containerd_clamp_them() -> None:
+    s = dataclasses.replace(sample(), oom_score_adj_restricted=True)
+    assert st.parse_state(st.dump_state(s)).oom_score_adj_restricted
+    assert cluster_from_inventory(inv.pyinfra_inventory(s)).containerd_restrict_oom_score_adj
+    assert not cluster_from_inventory(inv.pyinfra_inventory(sample())).containerd_restrict_oom_score_adj
+
+
 def test_the_server_listens_on_the_bridge_address_only() -> None:
     argv = mirrormod.argv(Path("/srv/mirror"), ipaddress.IPv4Address("10.213.7.1"))
     assert argv[-4:] == ["--root", "/srv/mirror", "--listen", "10.213.7.1:5080"]

@@ -29,6 +29,9 @@ def test_config_is_version_3_with_the_mirror_pause_image_and_cgroupfs() -> None:
     assert runc["options"] == {"BinaryName": "/usr/local/sbin/runc", "SystemdCgroup": False}
     assert runtime["cni"] == {"bin_dirs": ["/opt/cni/bin"], "conf_dir": "/etc/cni/net.d"}
     assert doc["grpc"]["address"] == r.SOCKET
+    assert runtime["restrict_oom_score_adj"] is False
+    restricted = tomllib.loads(r.config_toml("v2.2.9", PAUSE, restrict_oom_score_adj=True))
+    assert restricted["plugins"]["io.containerd.cri.v1.runtime"]["restrict_oom_score_adj"] is True
     systemd = tomllib.loads(r.config_toml("v2.2.9", PAUSE, cgroup_driver="systemd"))
     assert systemd["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"][
         "options"]["SystemdCgroup"] is True

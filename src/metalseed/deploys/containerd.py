@@ -68,7 +68,8 @@ def node_spec(cluster: Cluster, pause: str, version: str) -> HostSpec:
     return HostSpec(
         dirs=(ManagedDir(r.CNI_CONF_DIR),),
         files=(
-            ManagedFile(r.CONFIG, r.config_toml(version, pause).encode(),
+            ManagedFile(r.CONFIG, r.config_toml(version, pause,
+                                                cluster.containerd_restrict_oom_score_adj).encode(),
                         check=f"{r.CONTAINERD} --config {{path}} config dump >/dev/null",
                         unit=r.UNIT, restart=True),
             *mirror_files,

@@ -21,7 +21,7 @@ from metalseed.lab import cgroup, machine, net
 from metalseed.lab import mirror as mirrormod
 from metalseed.lab import plan as planmod
 from metalseed.lab import state as statemod
-from metalseed.lab.host import check_host, pid_alive, say
+from metalseed.lab.host import CAP_SYS_RESOURCE, check_host, has_capability, pid_alive, say
 from metalseed.lab.ssh import make_key, ssh_run
 from metalseed.lab.state import LabPaths, LabState, MachineState
 
@@ -166,7 +166,8 @@ class Lab:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.paths.root, 0o700)
         make_key(self.paths.key, f"metalseed-lab-{self.name}")
-        s = statemod.state_from_plan(p, self.paths.key)
+        s = dataclasses.replace(statemod.state_from_plan(p, self.paths.key),
+                                oom_score_adj_restricted=not has_capability(CAP_SYS_RESOURCE))
         statemod.save(self.paths, s)  # first, so that `down` finds a half-made lab too
         net.create_bridge(p.bridge, p.bridge_address, p.subnet.prefixlen,
                           planmod.mac_address(self.name, p.bridge))

@@ -93,6 +93,19 @@ def check_host(install: bool = True) -> None:
                            "openssh-client (Debian/Ubuntu: apt-get install ...)")
 
 
+CAP_SYS_RESOURCE = 24
+
+
+def has_capability(cap: int) -> bool:
+    """Whether this process's bounding set holds ``cap``: a lab machine can get no capability
+    the host lacks (some VM sandboxes withhold CAP_SYS_RESOURCE from root)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
 def pid_alive(pid: int | None) -> bool:
     """True when ``pid`` runs (a zombie counts as dead: it only waits to be reaped)."""
     if not pid:

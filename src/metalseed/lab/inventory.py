@@ -67,6 +67,8 @@ def cluster_data(s: LabState) -> dict[str, Any]:
         # The mirror the lab serves on its bridge, and the operator-side copy of its manifest.
         data["mirror_url"] = s.mirror_url
         data["mirror_dir"] = str(s.mirror_root)
+    if s.oom_score_adj_restricted:
+        data["containerd_restrict_oom_score_adj"] = True
     return data
 
 

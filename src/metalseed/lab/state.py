@@ -89,6 +89,8 @@ class LabState:
     mirror_pid: int | None = None
     """The ``metalseed mirror serve`` process on the bridge address."""
     mirror_url: str | None = None
+    oom_score_adj_restricted: bool = False
+    """The host cannot lower OOM scores (no CAP_SYS_RESOURCE), so neither can its machines."""
 
     def machine(self, name: str) -> MachineState:
         for m in self.machines:
@@ -138,6 +140,7 @@ def dump_state(s: LabState) -> str:
         "mirror_root": str(s.mirror_root) if s.mirror_root else None,
         "mirror_pid": s.mirror_pid,
         "mirror_url": s.mirror_url,
+        "oom_score_adj_restricted": s.oom_score_adj_restricted,
         "machines": [
             {
                 "name": m.name,
@@ -203,6 +206,7 @@ def parse_state(text: str, source: str = "state file") -> LabState:
             mirror_root=Path(doc["mirror_root"]) if doc.get("mirror_root") else None,
             mirror_pid=_pid(doc.get("mirror_pid"), f"{source}: mirror_pid"),
             mirror_url=str(doc["mirror_url"]) if doc.get("mirror_url") else None,
+            oom_score_adj_restricted=doc.get("oom_score_adj_restricted") is True,
         )
     except KeyError as e:
         raise LabError(f"{source}: missing field {e.args[0]!r}") from e

@@ -53,10 +53,11 @@ def registry_address(mirror_url: str) -> str:
 
 
 def config_toml(containerd_version: str, sandbox_image: str,
-                cgroup_driver: str = CGROUP_DRIVER) -> str:
+                restrict_oom_score_adj: bool = False, cgroup_driver: str = CGROUP_DRIVER) -> str:
     return render("containerd/config.toml.j2", containerd_version=containerd_version,
                   socket=SOCKET, sandbox_image=sandbox_image, certs_dir=CERTS_DIR, runc=RUNC,
-                  cgroup_driver=cgroup_driver, cni_bin_dir=CNI_BIN_DIR, cni_conf_dir=CNI_CONF_DIR)
+                  cgroup_driver=cgroup_driver, cni_bin_dir=CNI_BIN_DIR, cni_conf_dir=CNI_CONF_DIR,
+                  restrict_oom_score_adj=restrict_oom_score_adj)
 
 
 def hosts_toml(registry: str, mirror_url: str) -> str:
