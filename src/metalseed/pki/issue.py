@@ -7,7 +7,9 @@ never uses invalid material.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +21,7 @@ from metalseed.model import Cluster
 from metalseed.pki import kubeconfig
 from metalseed.pki import x509 as px
 from metalseed.pki.plan import INVALID, MISSING, NEEDS_ISSUE, OK, Inventory, Status, inspect
-from metalseed.pki.profiles import SERVICE_ACCOUNT_KEY, ca_specs
+from metalseed.pki.profiles import ENCRYPTION_KEY, SERVICE_ACCOUNT_KEY, ca_specs
 from metalseed.pki.store import Store
 
 
@@ -90,6 +92,11 @@ def init_pki(cluster: Cluster, now: dt.datetime | None = None,
         store.write(store.key_path(SERVICE_ACCOUNT_KEY), px.key_pem(sa_key), secret=True)
         store.write(store.root / f"{SERVICE_ACCOUNT_KEY}.pub", px.public_pem(sa_key), secret=False)
         report.actions.append(Action(SERVICE_ACCOUNT_KEY, "created", "no service-account key yet"))
+
+    if cluster.kubernetes.enabled and store.read(store.root / ENCRYPTION_KEY) is None:
+        key = base64.b64encode(secrets.token_bytes(32)) + b"\n"
+        store.write(store.root / ENCRYPTION_KEY, key, secret=True)
+        report.actions.append(Action(ENCRYPTION_KEY, "created", "no encryption-at-rest key yet"))
 
     from metalseed.pki.rotation import write_bundles  # rotation builds on this module
 

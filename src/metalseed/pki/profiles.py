@@ -58,6 +58,15 @@ def ca_specs(cluster: Cluster) -> list[CASpec]:
     ]
 
 
+ENCRYPTION_KEY = "encryption-at-rest.key"
+"""The store file (0600) holding the key Secrets are encrypted with at rest (aescbc, 32 bytes,
+base64): made once with Kubernetes, never printed."""
+
+
+def kubelet_serving_id(node: str) -> str:
+    return f"kubelet-serving/{node}"
+
+
 def etcd_member_ids(member: str) -> tuple[str, str]:
     """Store ids of a member's (server, peer) certificates."""
     return f"etcd/{member}/server", f"etcd/{member}/peer"
@@ -108,9 +117,27 @@ def leaf_specs(cluster: Cluster) -> list[LeafSpec]:
     specs.append(LeafSpec("kubeconfig/scheduler", CLUSTER_CA, "system:kube-scheduler",
                           hosts=masters, kubeconfig="scheduler", kubeconfig_server=local_url))
 
+    kube = cluster.kubernetes.enabled
     for n in cluster.nodes:
+        # With Kubernetes, each kubelet gets its kubeconfig (server: the VIP) around this client
+        # certificate, so the Node authorizer sees system:node:<name> from the first request.
         specs.append(LeafSpec(f"kubelet/{n.name}", CLUSTER_CA, f"system:node:{n.name}",
-                              organizations=("system:nodes",), hosts=(n.name,)))
+                              organizations=("system:nodes",), hosts=(n.name,),
+                              kubeconfig=f"kubelet/{n.name}" if kube else None,
+                              kubeconfig_server=vip_url if kube else None))
+    if kube:
+        # The kubelet's serving certificate is issued here, like every other leaf, rather than
+        # by the kubelet itself (serverTLSBootstrap): its SANs are the node's name and address
+        # (the API server reaches kubelets by InternalIP and checks them against the cluster CA),
+        # no CSR approver is needed, and rotate-certs.py renews it with the rest.
+        for n in cluster.nodes:
+            specs.append(LeafSpec(kubelet_serving_id(n.name), CLUSTER_CA, f"system:node:{n.name}",
+                                  organizations=("system:nodes",), dns_names=(n.name,),
+                                  ip_addresses=(n.address,), usages=frozenset({SERVER}),
+                                  hosts=(n.name,)))
+        specs.append(LeafSpec("kubeconfig/kube-proxy", CLUSTER_CA, "system:kube-proxy",
+                              hosts=tuple(n.name for n in cluster.nodes), kubeconfig="kube-proxy",
+                              kubeconfig_server=vip_url))
 
     if cluster.edge.cert_file is None:
         specs.append(LeafSpec("edge/server", EDGE_CA, f"{cluster.name}-edge",
