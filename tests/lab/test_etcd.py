@@ -20,7 +20,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from metalseed import etcdclient, etcdprobe
 from metalseed.deploys import etcd as d
-from metalseed.deploys.etcd.backup import list_snapshots
 from metalseed.errors import EtcdError, HealthCheckError
 from metalseed.lab import Lab
 from metalseed.model import Cluster
@@ -263,7 +262,7 @@ def test_backup_then_restore_after_two_members_lost_their_data(
     for _ in range(3):  # three snapshots, retention two
         etcdprobe.run_deploy(etcdprobe.lab_inventory(lab, etcd_backup_dir=str(tmp_path),
                                                      etcd_backup_retention=2), d.etcd_backup)
-    snaps = list_snapshots(etcdprobe.cluster_of(inv))
+    snaps = d.list_snapshots(etcdprobe.cluster_of(inv))
     assert len(snaps) == 2
     manifest = json.loads(snaps[-1].path.with_suffix(".json").read_text())
     assert manifest["revision"] > 200 and manifest["hash"] and manifest["total_keys"] >= 200
