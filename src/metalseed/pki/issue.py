@@ -94,8 +94,8 @@ def init_pki(cluster: Cluster, now: dt.datetime | None = None,
         report.actions.append(Action(SERVICE_ACCOUNT_KEY, "created", "no service-account key yet"))
 
     if cluster.kubernetes.enabled and store.read(store.root / ENCRYPTION_KEY) is None:
-        key = base64.b64encode(secrets.token_bytes(32)) + b"\n"
-        store.write(store.root / ENCRYPTION_KEY, key, secret=True)
+        secret = base64.b64encode(secrets.token_bytes(32)) + b"\n"
+        store.write(store.root / ENCRYPTION_KEY, secret, secret=True)
         report.actions.append(Action(ENCRYPTION_KEY, "created", "no encryption-at-rest key yet"))
 
     from metalseed.pki.rotation import write_bundles  # rotation builds on this module
