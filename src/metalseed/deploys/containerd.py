@@ -22,7 +22,7 @@ from metalseed.render import containerd as r
 BINARIES_OP = "containerd: binaries (containerd, runc, CNI plugins, crictl)"
 CONVERGE_OP = "containerd: configuration and unit"
 PAUSE = "pause"
-HEALTH = (f"timeout 30 sh -c 'until {r.CRICTL} info >/dev/null 2>&1; do sleep 0.2; done' || "
+HEALTH = (f"timeout 60 sh -c 'until {r.CRICTL} info >/dev/null 2>&1; do sleep 0.2; done' || "
           f"{{ echo 'metalseed: containerd does not answer crictl info' >&2; exit 1; }}")
 
 
