@@ -164,5 +164,6 @@ def measure(lab: Lab, args: argparse.Namespace, settings: tuple[str, ...], round
     print(f"  straight to {w1.name} (HTTP NodePort):        {md:>9.0f} req/s   errors: {d_err}")
     print(f"  edge / direct: {me / md:.0%}  (target >= 80%)")
 
+
 if __name__ == "__main__":
     main()
