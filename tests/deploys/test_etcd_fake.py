@@ -5,6 +5,7 @@ tests/lab/test_etcd.py.)"""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 def make_state(tmp_path: Path, per_host: dict[str, dict[str, Any]] | None = None,
                **data: Any) -> State:
     common = {"cluster_name": "fake", "node_network": "10.20.0.0/24", "vip": "10.20.0.10",
-              "pki_store": str(tmp_path / "pki"), "fake_delay": 0, "fake_delay_jitter": 0, **data}
+              "pki_store": str(tmp_path / "pki"), "fake_delay": 0, "fake_delay_jitter": 0,
+              "etcd_source": "debian", **data}
     hosts = []
     for i, name in enumerate(MASTERS, start=1):
         hosts.append((f"@fake/{name}", {**common, "address": f"10.20.0.{10 + i}",
@@ -342,3 +344,24 @@ def test_replacement_resumes_after_the_learner_was_added(tmp_path: Path) -> None
     plan = replace.plan_replacement(_cluster(tmp_path), members, healthy(1, 3), "m2")
     assert plan.remove is None
     assert plan.already_added is not None and plan.already_added.id == 9
+
+
+def test_mirror_source_installs_the_mirrors_etcd_checked_against_its_manifest(
+        tmp_path: Path, rec: Recorder) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    sha = {"etcd": "1" * 64, "etcdctl": "2" * 64}
+    (mirror / "manifest.json").write_text(json.dumps({"schema": 1, "artifacts": [
+        {"name": n, "version": "v3.6.16", "kind": "binary", "path": f"bin/{n}", "sha256": sha[n],
+         "size": 1, "source": "built", "component": "etcd"} for n in sha]}))
+    state = run(make_state(tmp_path, etcd_source="mirror", mirror_url="http://10.20.0.1:5080",
+                           mirror_dir=str(mirror)), d.etcd)
+    cmds = "\n".join(commands(state, "@fake/m1"))
+    assert "apt-get" not in cmds and "useradd --system" in cmds
+    for name in sha:
+        assert f"http://10.20.0.1:5080/files/bin/{name}" in cmds
+        assert f'if [ "$actual" != {sha[name]} ]' in cmds  # checked before it is installed
+    unit = rec.uploads["@fake/m1"][r.UNIT_PATH + ".metalseed-new"].decode()
+    assert "ExecStart=/opt/metalseed/etcd/v3.6.16/etcd" in unit
+    env = rec.uploads["@fake/m1"][r.ENV_FILE + ".metalseed-new"].decode()
+    assert "ETCD_TLS_MIN_VERSION=TLS1.2" in env and "ETCD_ENABLE_V2" not in env

@@ -19,9 +19,14 @@ def test_kubernetes_is_off_by_default() -> None:
 
 
 def test_kubernetes_refuses_debian_etcd_and_says_why() -> None:
-    e = rejects("etcd_source", common={"kubernetes": True})
+    e = rejects("etcd_source", common={"kubernetes": True, "etcd_source": "debian"})
     assert e.found == "debian"
     assert "3.5.11" in e.accepted and "3.4.23" in e.accepted
+
+
+def test_kubernetes_runs_on_the_mirrors_etcd_by_default() -> None:
+    c = build_cluster(hosts(common={"kubernetes": True}))
+    assert c.etcd.source == "mirror"
 
 
 def test_kubernetes_with_a_newer_etcd() -> None:

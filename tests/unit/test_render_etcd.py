@@ -47,7 +47,18 @@ def test_env_requires_mutual_tls_everywhere() -> None:
     plain = [u for u in urls if not u.startswith("https://")]
     assert plain == ["http://127.0.0.1:2381"]
     assert e["ETCD_LISTEN_METRICS_URLS"] == "http://127.0.0.1:2381"
-    assert e["ETCD_ENABLE_V2"] == "false"
+    # The mirror's etcd 3.6: no v2 API left to switch off, a TLS floor of its own, feature gates.
+    assert "ETCD_ENABLE_V2" not in e
+    assert e["ETCD_TLS_MIN_VERSION"] == "TLS1.2"
+    assert e["ETCD_FEATURE_GATES"] == "InitialCorruptCheck=true"
+
+
+def test_debians_etcd_34_gets_its_own_switches() -> None:
+    c = cluster(etcd_source="debian")
+    e = env(r.render_env(c, c.masters[0]))
+    assert e["ETCD_ENABLE_V2"] == "false" and e["ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK"] == "true"
+    assert "ETCD_TLS_MIN_VERSION" not in e  # etcd 3.4 has no such flag (and refuses < 1.2 itself)
+    assert "ExecStart=/usr/bin/etcd\n" in r.render_unit(c, c.masters[0])
 
 
 def test_cipher_suites_are_tls12_ecdhe_aead_only() -> None:
@@ -110,7 +121,7 @@ def test_unit_runs_our_binary_as_etcd_and_conflicts_with_the_packaged_unit() -> 
     unit = r.render_unit(c, c.masters[0])
     assert "User=etcd" in unit and "Group=etcd" in unit
     assert "Type=notify" in unit
-    assert "ExecStart=/usr/bin/etcd\n" in unit
+    assert f"ExecStart=/opt/metalseed/etcd/{r.mirror_version()}/etcd\n" in unit
     assert f"Conflicts={r.PACKAGED_UNIT}" in unit
     assert f"EnvironmentFile=-{r.BOOTSTRAP_FILE}" in unit
     sha = "ab" * 32
@@ -133,7 +144,8 @@ def test_restore_command_names_the_member_and_a_new_cluster() -> None:
     cmd = r.snapshot_restore_command(c, c.masters[2], "/root/snap.db", "prod-etcd-restore-1")
     restore = next(part for part in cmd.split("; ") if "snapshot restore" in part)
     argv = shlex.split(restore.split(" >&2")[0])
-    assert argv[:4] == ["ETCDCTL_API=3", "/usr/bin/etcdctl", "snapshot", "restore"]
+    assert argv[:4] == ["ETCDCTL_API=3", f"/opt/metalseed/etcd/{r.mirror_version()}/etcdctl",
+                        "snapshot", "restore"]
     assert "--name=m3" in argv
     assert f"--initial-cluster={c.etcd_initial_cluster()}" in argv
     assert "--initial-cluster-token=prod-etcd-restore-1" in argv

@@ -149,7 +149,7 @@ def upstream_download(component: str, dest_dir: str, filename: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
-# One fact: which stamps match, and do the files they list still have their digests
+# One fact: which stamps match, and are the files they list still the ones installed
 
 
 def check_command(downloads: Iterable[Download]) -> str:

@@ -37,6 +37,8 @@ ETCDCTL_ENV_FILE = f"{CONFIG_DIR}/etcdctl.env"
 USER = "etcd"
 DEBIAN_PACKAGES = ("etcd-server", "etcd-client")
 TARBALL_ROOT = "/opt/metalseed/etcd"
+"""Tarball and mirror binaries live in a directory per version (or tarball hash), so a new one
+never overwrites the binary a running member was started from."""
 TARBALL_CACHE = "/var/cache/metalseed"
 
 # ECDHE + AEAD only; why that is etcd 3.4's TLS 1.2 minimum: beside ETCD_CIPHER_SUITES in
@@ -105,13 +107,28 @@ def pki_files(member: Node) -> list[HostFile]:
     ]
 
 
+def mirror_version() -> str:
+    """The etcd version the mirror pins (``v3.6.16``)."""
+    from metalseed.mirror import load_pins
+
+    return load_pins().get("etcd").version
+
+
 def binary_dir(cluster: Cluster) -> str:
-    """Where ``etcd`` and ``etcdctl`` live: Debian's /usr/bin, or a directory per tarball hash so
-    that a new tarball never overwrites the binary a running member was started from."""
+    """Where ``etcd`` and ``etcdctl`` live: Debian's /usr/bin, or a directory per tarball hash or
+    mirror version (see TARBALL_ROOT)."""
     if cluster.etcd.source == "tarball":
         assert cluster.etcd.tarball_sha256 is not None
         return f"{TARBALL_ROOT}/{cluster.etcd.tarball_sha256[:16]}"
+    if cluster.etcd.source == "mirror":
+        return f"{TARBALL_ROOT}/{mirror_version()}"
     return "/usr/bin"
+
+
+def modern(cluster: Cluster) -> bool:
+    """etcd >= 3.5 (the mirror's 3.6): ``--tls-min-version`` and feature gates exist, the v2 API
+    and its switch are gone. Debian's package, and a tarball, are taken as 3.4."""
+    return cluster.etcd.source == "mirror"
 
 
 def tarball_path(cluster: Cluster) -> str:
@@ -172,6 +189,7 @@ def render_env(cluster: Cluster, member: Node) -> str:
         election_ms=e.election_ms,
         pki=PKI,
         cipher_suites=",".join(CIPHER_SUITES),
+        modern=modern(cluster),
     ))
 
 

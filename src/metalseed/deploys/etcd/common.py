@@ -13,6 +13,7 @@ from pyinfra.api import FactBase
 from pyinfra.api.host import Host
 
 from metalseed import etcdclient
+from metalseed.deploys import artifacts
 from metalseed.deploys.converge import HostSpec, ManagedDir, ManagedFile
 from metalseed.errors import DeployError
 from metalseed.model import Cluster, Node
@@ -151,6 +152,14 @@ def host_spec(cluster: Cluster, member: Node, bootstrap: str | None) -> HostSpec
     return HostSpec(dirs=dirs, files=tuple(files))
 
 
+def binaries(cluster: Cluster) -> tuple[artifacts.Download, ...]:
+    """The mirror's etcd and etcdctl for ``etcd_source = "mirror"`` (none otherwise), checked
+    against the operator-side manifest (or the pinned upstream sha256) before they are used."""
+    if cluster.etcd.source != "mirror":
+        return ()
+    return artifacts.component_downloads(cluster, "etcd", r.binary_dir(cluster))
+
+
 def install_commands(cluster: Cluster, st: dict[str, str]) -> list[str]:
     """Pure: the commands that put etcd on a master, given its facts; none when it is there.
 
@@ -168,10 +177,16 @@ def install_commands(cluster: Cluster, st: dict[str, str]) -> list[str]:
             cmds.append("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y "
                         f"-q --no-install-recommends {' '.join(r.DEBIAN_PACKAGES)}")
         return cmds
-    assert cluster.etcd.tarball_url and cluster.etcd.tarball_sha256
+    if st.get("packaged") in ("enabled", "enabled-runtime", "disabled", "static", "alias"):
+        # Debian's package is there (a host image that has it) though not used: its unit must
+        # not start a single-member etcd on our client port.
+        cmds.append(f"systemctl mask --now {r.PACKAGED_UNIT}")
     if st.get("user") != "yes":
         cmds.append(f"useradd --system --user-group --home-dir {r.data_dir_parent(cluster)} "
                     f"--no-create-home --shell /usr/sbin/nologin {r.USER}")
+    if cluster.etcd.source == "mirror":
+        return cmds  # the binaries come through artifacts.install (see binaries())
+    assert cluster.etcd.tarball_url and cluster.etcd.tarball_sha256
     if st.get("binary") != "yes":
         tgz = r.tarball_path(cluster)
         url = shlex.quote(cluster.etcd.tarball_url)

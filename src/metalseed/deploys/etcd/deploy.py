@@ -24,6 +24,7 @@ from pyinfra.api import StringCommand, deploy
 from pyinfra.api.host import Host
 from pyinfra.api.state import State
 
+from metalseed.deploys import artifacts
 from metalseed.deploys.converge import converge
 from metalseed.deploys.etcd.common import (
     FILES_OP,
@@ -35,6 +36,7 @@ from metalseed.deploys.etcd.common import (
     this_master,
     wait_cluster_healthy,
 )
+from metalseed.deploys.etcd.common import binaries as binaries_for
 from metalseed.deploys.gates import call_if, gate, run_commands
 from metalseed.errors import DeployError, HealthCheckError
 from metalseed.model import Cluster, Node, cluster_from_inventory
@@ -96,6 +98,8 @@ def etcd() -> None:
     was_active = st.get("active") == "active"
 
     run_commands(name="Install etcd", commands=install_commands(cluster, st))
+    binaries = artifacts.install(name="etcd binaries (checked against their sha256)",
+                                 downloads=binaries_for(cluster))
 
     bootstrap = None
     joining = False
@@ -120,7 +124,8 @@ def etcd() -> None:
         start = [f"systemctl enable {r.UNIT_NAME}"]
     run_commands(name="Start etcd", commands=start)
     call_if(name="Rolling restart of etcd (health-gated)",
-            needed=was_active and changed.will_change, function=_restart_member,
+            needed=was_active and (changed.will_change or binaries.will_change),
+            function=_restart_member,
             cluster=cluster, member=member, _serial=True)
     gate(name="etcd: every member healthy over mutual TLS", description="health",
          check=lambda: wait_cluster_healthy(cluster), _run_once=True)

@@ -19,6 +19,7 @@ from pyinfra.api.state import State
 from pyinfra.operations import python, server
 
 from metalseed import etcdclient
+from metalseed.deploys import artifacts
 from metalseed.deploys.converge import converge
 from metalseed.deploys.etcd.common import (
     FILES_OP,
@@ -30,6 +31,7 @@ from metalseed.deploys.etcd.common import (
     this_master,
     wait_cluster_healthy,
 )
+from metalseed.deploys.etcd.common import binaries as binaries_for
 from metalseed.deploys.gates import run_commands
 from metalseed.errors import DeployError, EtcdError
 from metalseed.model import Cluster, Node, cluster_from_inventory, playbook_inputs
@@ -158,6 +160,8 @@ def etcd_replace_member() -> None:
     plan = _membership_plan(cluster, member_name)
     st = host_state(cluster, current_host)
     run_commands(name="Install etcd", commands=install_commands(cluster, st))
+    artifacts.install(name="etcd binaries (checked against their sha256)",
+                      downloads=binaries_for(cluster))
     resumed = plan.already_added is not None and plan.already_added.started
     if not resumed and (st.get("active") == "active" or st.get("data") == "yes"):
         d = shlex.quote(cluster.etcd.data_dir)

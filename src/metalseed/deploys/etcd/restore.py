@@ -18,6 +18,7 @@ from pyinfra import host as current_host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
+from metalseed.deploys import artifacts
 from metalseed.deploys.converge import converge
 from metalseed.deploys.etcd.backup import SNAPSHOT_NAME, backup_dir, list_snapshots, sha256_file
 from metalseed.deploys.etcd.common import (
@@ -29,6 +30,7 @@ from metalseed.deploys.etcd.common import (
     this_master,
     wait_cluster_healthy,
 )
+from metalseed.deploys.etcd.common import binaries as binaries_for
 from metalseed.deploys.gates import gate, run_commands, shared
 from metalseed.errors import DeployError
 from metalseed.model import Cluster, cluster_from_inventory, playbook_inputs
@@ -96,6 +98,8 @@ def etcd_restore() -> None:
                               lambda: _restore_precheck(cluster, snap, force)))
     st = master_states(cluster, inv).get(member.name) or {}
     run_commands(name="Install etcd", commands=install_commands(cluster, st))
+    artifacts.install(name="etcd binaries (checked against their sha256)",
+                      downloads=binaries_for(cluster))
     converge(name=FILES_OP, spec=host_spec(cluster, member, None))
     remote = f"/root/{SNAPSHOT_NAME}"
     files.put(name="Upload the snapshot", src=str(snap), dest=remote, mode="0600")
