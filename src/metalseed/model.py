@@ -74,7 +74,9 @@ class EtcdSettings:
     # election >= 5 x heartbeat); etcd's own defaults (100/1000 ms) are for slower links.
     heartbeat_ms: int = 50
     election_ms: int = 500
-    source: str = "debian"  # "debian" or "tarball"
+    source: str = "mirror"
+    """``mirror``: etcd 3.6 from the pinned artifacts (the mirror, or upstream); ``debian``:
+    Debian's 3.4 package (too old for Kubernetes); ``tarball``: an etcd 3.4 release tarball."""
     tarball_url: str | None = None
     tarball_sha256: str | None = None
     data_dir: str = "/var/lib/etcd/metalseed"
@@ -383,7 +385,7 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "etcd_client_port": (_int(1, 65535), EtcdSettings.client_port),
     "etcd_peer_port": (_int(1, 65535), EtcdSettings.peer_port),
     "etcd_metrics_port": (_int(1, 65535), EtcdSettings.metrics_port),
-    "etcd_source": (_choice("debian", "tarball"), "debian"),
+    "etcd_source": (_choice("mirror", "debian", "tarball"), "mirror"),
     "etcd_tarball_url": (_optional(_str("an http(s) or file URL",
                                         lambda s: s.startswith(("http://", "https://", "file://")))),
                          None),
