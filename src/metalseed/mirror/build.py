@@ -184,6 +184,14 @@ class Builder:
             return None
         return artifacts
 
+    def previous(self, component: str) -> list[Artifact] | None:
+        """The artifacts of the last build of ``component``, whatever its key, if they still verify."""
+        try:
+            doc = json.loads((self.root / "keys" / f"{component}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return self.cached(component, str(doc.get("key")))
+
     def save_key(self, component: str, key: str, artifacts: list[Artifact]) -> None:
         keys = self.root / "keys"
         keys.mkdir(parents=True, exist_ok=True)
@@ -211,7 +219,12 @@ class Builder:
                 self.report.cached.append(recipe.component)
                 self.say(recipe.component, f"unchanged ({pin.version}), cached")
             elif only is not None and recipe.component not in only:
-                continue
+                # Not asked for and out of date: keep what was built before (if it still verifies)
+                # so the manifest goes on listing it until it is rebuilt.
+                artifacts = self.previous(recipe.component)
+                if artifacts is None:
+                    continue
+                self.say(recipe.component, "out of date (pins or recipe changed), previous build kept")
             else:
                 start = time.monotonic()
                 artifacts = self.build_component(recipe, pin)

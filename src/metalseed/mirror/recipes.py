@@ -216,6 +216,10 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
                 GoBuild(
                     packages=("github.com/flannel-io/flannel",),
                     rename=(("flannel", "flanneld"),),
+                    # The udp backend is cgo (upstream builds flanneld with CGO_ENABLED=1, static).
+                    cgo=True,
+                    static_cgo=True,
+                    tags=("netgo", "osusergo"),
                     xflags=(("github.com/flannel-io/flannel/pkg/version.Version", v["flannel"]),),
                 ),
             ),
