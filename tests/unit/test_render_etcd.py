@@ -59,6 +59,9 @@ def test_debians_etcd_34_gets_its_own_switches() -> None:
     assert e["ETCD_ENABLE_V2"] == "false" and e["ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK"] == "true"
     assert "ETCD_TLS_MIN_VERSION" not in e  # etcd 3.4 has no such flag (and refuses < 1.2 itself)
     assert "ExecStart=/usr/bin/etcd\n" in r.render_unit(c, c.masters[0])
+    restore = r.snapshot_restore_command(c, c.masters[0], "/root/s.db", "t")
+    assert "ETCDCTL_API=3 /usr/bin/etcdctl snapshot restore /root/s.db" in restore
+    assert "/usr/bin/etcdctl -w json snapshot status" in r.snapshot_save_command(c, "/root/s.db")
 
 
 def test_cipher_suites_are_tls12_ecdhe_aead_only() -> None:
@@ -144,8 +147,7 @@ def test_restore_command_names_the_member_and_a_new_cluster() -> None:
     cmd = r.snapshot_restore_command(c, c.masters[2], "/root/snap.db", "prod-etcd-restore-1")
     restore = next(part for part in cmd.split("; ") if "snapshot restore" in part)
     argv = shlex.split(restore.split(" >&2")[0])
-    assert argv[:4] == ["ETCDCTL_API=3", f"/opt/metalseed/etcd/{r.mirror_version()}/etcdctl",
-                        "snapshot", "restore"]
+    assert argv[:3] == [f"/opt/metalseed/etcd/{r.mirror_version()}/etcdutl", "snapshot", "restore"]
     assert "--name=m3" in argv
     assert f"--initial-cluster={c.etcd_initial_cluster()}" in argv
     assert "--initial-cluster-token=prod-etcd-restore-1" in argv

@@ -181,13 +181,14 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
             "etcd",
             gomod="etcd",
             builds=(GoBuild(packages=(".",), rename=(("etcd", "etcd"),)),),
-            links=(("etcdctl", "etcd"),),
+            # etcdutl: snapshot status and restore left etcdctl in 3.6.
+            links=(("etcdctl", "etcd"), ("etcdutl", "etcd")),
             images=(
                 ImageRecipe(
                     name="etcd-image",
                     reference_index=0,
                     files=(("/usr/local/bin/etcd", "bin:etcd", 0o755),),
-                    links=(("/usr/local/bin/etcdctl", "etcd"),),
+                    links=(("/usr/local/bin/etcdctl", "etcd"), ("/usr/local/bin/etcdutl", "etcd")),
                     config=ImageConfig(cmd=("/usr/local/bin/etcd",)),
                 ),
             ),

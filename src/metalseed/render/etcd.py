@@ -140,6 +140,11 @@ def etcdctl(cluster: Cluster) -> str:
     return f"{binary_dir(cluster)}/etcdctl"
 
 
+def snapshot_tool(cluster: Cluster) -> str:
+    """What reads and restores snapshot files: etcdutl since 3.6 (etcdctl kept only ``save``)."""
+    return f"{binary_dir(cluster)}/etcdutl" if modern(cluster) else etcdctl(cluster)
+
+
 def member_peer_url(cluster: Cluster, member: Node) -> str:
     return f"https://{member.address}:{cluster.etcd.peer_port}"
 
@@ -240,17 +245,17 @@ def snapshot_save_command(cluster: Cluster, remote_path: str) -> str:
     return (
         f"set -a && . {ETCDCTL_ENV_FILE} && set +a && umask 077 && "
         f"rm -f {path} {path}.part && {ctl} --command-timeout=120s snapshot save {path} >&2 && "
-        f"{ctl} -w json snapshot status {path}"
+        f"{shlex.quote(snapshot_tool(cluster))} -w json snapshot status {path}"
     )
 
 
 def snapshot_restore_command(cluster: Cluster, member: Node, snapshot: str, token: str) -> str:
     """Rebuild ``member``'s data directory from a snapshot as a member of a fresh cluster of all
     masters. The old data directory is kept beside it, renamed, never deleted."""
-    ctl = shlex.quote(etcdctl(cluster))
+    tool = shlex.quote(snapshot_tool(cluster))
     data_dir = cluster.etcd.data_dir
     args = [
-        ctl, "snapshot", "restore", shlex.quote(snapshot),
+        tool, "snapshot", "restore", shlex.quote(snapshot),
         f"--name={member.name}",
         f"--initial-cluster={cluster.etcd_initial_cluster()}",
         f"--initial-cluster-token={token}",
@@ -263,5 +268,6 @@ def snapshot_restore_command(cluster: Cluster, member: Node, snapshot: str, toke
     return (
         f"set -e; rmdir {d} 2>/dev/null || true; "
         f"if [ -e {d} ]; then mv {d} {d}.before-restore-$(date +%Y%m%dT%H%M%S); fi; "
-        f"ETCDCTL_API=3 {' '.join(args)} >&2; chown -R {USER}:{USER} {d}; chmod 0700 {d}"
+        f"{'' if modern(cluster) else 'ETCDCTL_API=3 '}{' '.join(args)} >&2; "
+        f"chown -R {USER}:{USER} {d}; chmod 0700 {d}"
     )
