@@ -23,7 +23,8 @@ BINARIES_OP = "containerd: binaries (containerd, runc, CNI plugins, crictl)"
 CONVERGE_OP = "containerd: configuration and unit"
 PAUSE = "pause"
 HEALTH = (f"timeout 60 sh -c 'until {r.CRICTL} info >/dev/null 2>&1; do sleep 0.2; done' || "
-          f"{{ echo 'metalseed: containerd does not answer crictl info' >&2; exit 1; }}")
+          "{ echo 'metalseed: containerd does not answer crictl info; its last log lines:' >&2; "
+          "journalctl -u containerd -n 15 --no-pager >&2; exit 1; }")
 
 
 def downloads(cluster: Cluster) -> tuple[artifacts.Download, ...]:

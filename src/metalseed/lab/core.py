@@ -21,7 +21,14 @@ from metalseed.lab import cgroup, machine, net
 from metalseed.lab import mirror as mirrormod
 from metalseed.lab import plan as planmod
 from metalseed.lab import state as statemod
-from metalseed.lab.host import CAP_SYS_RESOURCE, check_host, has_capability, pid_alive, say
+from metalseed.lab.host import (
+    CAP_SYS_RESOURCE,
+    check_host,
+    has_capability,
+    pid_alive,
+    raise_inotify_limits,
+    say,
+)
 from metalseed.lab.ssh import make_key, ssh_run
 from metalseed.lab.state import LabPaths, LabState, MachineState
 
@@ -132,6 +139,7 @@ class Lab:
         net_ = planmod.parse_subnet(subnet) if isinstance(subnet, str) else subnet
         p = planmod.plan_lab(self.name, masters, workers, net_)
         check_host()
+        raise_inotify_limits()
         with self._locked():
             old = self.state()
             if old is not None and self.is_up():

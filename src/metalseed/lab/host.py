@@ -95,6 +95,26 @@ def check_host(install: bool = True) -> None:
 
 CAP_SYS_RESOURCE = 24
 
+# Every lab machine's systemd, journald, logind, dbus and containerd take inotify instances from
+# ONE budget: root's on this host (no user namespaces), 128 by default. A few labs exhaust it, and
+# then containerd's CRI plugin fails to load ("failed to create fsnotify watcher: too many open
+# files") and machines' systemd fails in odd ways. Raised at `up` (never lowered), as kind advises.
+INOTIFY_MINIMUMS = {"max_user_instances": 8192, "max_user_watches": 524288}
+
+
+def raise_inotify_limits() -> None:
+    for key, minimum in INOTIFY_MINIMUMS.items():
+        path = f"/proc/sys/fs/inotify/{key}"
+        try:
+            with open(path) as f:
+                current = int(f.read())
+            if current < minimum:
+                with open(path, "w") as f:
+                    f.write(str(minimum))
+                say(f"raised fs.inotify.{key} from {current} to {minimum} (lab machines share it)")
+        except (OSError, ValueError) as e:
+            raise LabError(f"cannot raise fs.inotify.{key} to {minimum}: {e}") from e
+
 
 def has_capability(cap: int) -> bool:
     """Whether this process's bounding set holds ``cap``: a lab machine can get no capability
