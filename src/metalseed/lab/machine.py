@@ -60,7 +60,16 @@ CAPABILITIES = "CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_RESOURCE,CAP_BPF,CAP_PERFMON,C
 #   file system"); in the machine's private cgroup namespace each one shows only the machine's
 #   own subtree, so making them writable lets containerd/runc create cgroups there and nowhere else;
 # - systemd as a container's PID 1 leaves / private; container runtimes want shared propagation;
-# - there is no /dev/kmsg in a container; the kubelet opens it (kind links it to /dev/console).
+# - there is no /dev/kmsg in a container; the kubelet opens it ("failed to create kubelet: open
+#   /dev/kmsg: no such file or directory"). kind links it to /dev/console, which a machine
+#   with --console=pipe does not have, and the host's kmsg needs CAP_SYSLOG ("Operation not
+#   permitted"): /dev/null it is, so the kubelet's OOM watcher reads EOF and stops (OOM kills
+#   in the lab are not reported as node events);
+# - the kubelet sets vm.overcommit_memory=1, kernel.panic=10 and kernel.panic_on_oops=1 unless
+#   they already have those values, and /proc/sys is read-only here ("Failed to start
+#   ContainerManager: open /proc/sys/kernel/panic: read-only file system"). They are global:
+#   setting them would change the shared host (panic_on_oops!), so each machine sees a file
+#   with the kubelet's value bound over the entry instead; the host's values stay as they are.
 CONTAINER_SETUP_UNIT = "metalseed-lab-containers.service"
 CONTAINER_SETUP = """\
 [Unit]
@@ -75,7 +84,11 @@ RemainAfterExit=yes
 ExecStart=/bin/sh -c 'for c in /sys/fs/cgroup/*; do \\
     ! mountpoint -q $$c || mount -o remount,bind,rw $$c || exit 1; done'
 ExecStart=/bin/mount --make-rshared /
-ExecStart=/bin/sh -c '[ -e /dev/kmsg ] || ln -s /dev/console /dev/kmsg'
+ExecStart=/bin/sh -c '[ -e /dev/kmsg ] || ln -sfn /dev/null /dev/kmsg'
+ExecStart=/bin/sh -c 'd=/run/metalseed-lab/sysctl; mkdir -p $$d; \\
+    for kv in vm/overcommit_memory=1 kernel/panic=10 kernel/panic_on_oops=1; do \\
+    k=$${kv%%=*}; echo $${kv#*=} > $$d/$${k##*/}; \\
+    mount --bind $$d/$${k##*/} /proc/sys/$$k || exit 1; done'
 
 [Install]
 WantedBy=sysinit.target
@@ -172,9 +185,9 @@ def boot(
 ) -> int:
     """Start systemd-nspawn detached; returns its PID. systemd boots inside."""
     cgroup.create(layout, lab, m.name)
-    # nspawn refuses to start while its propagation dir exists, and cannot remove one itself when
-    # /run is not a tmpfs (this host: "Attempted to remove disk file system under
-    # /run/systemd/nspawn/propagate/NAME"); the name is this machine's own, so a stale one goes.
+    # nspawn cannot remove its propagation dir when /run is not a tmpfs (this host: "Attempted to
+    # remove disk file system under /run/systemd/nspawn/propagate/NAME"), so one may be left from
+    # an earlier boot of this machine; the name is this machine's own, so a stale one goes.
     shutil.rmtree(NSPAWN_RUN / "propagate" / m.netns, ignore_errors=True)
     argv = [
         "systemd-nspawn",
