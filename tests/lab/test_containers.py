@@ -23,6 +23,7 @@ from metalseed import etcdprobe
 from metalseed.deploys import artifacts
 from metalseed.deploys import containerd as d
 from metalseed.lab import Lab
+from metalseed.lab import mirror as mirrormod
 from metalseed.lab.host import pid_alive
 from metalseed.mirror import Manifest, load_manifest
 from metalseed.render import containerd as r
@@ -178,19 +179,42 @@ def test_every_machine_pulls_through_the_mirror_and_runs_a_container(
         digests = info["status"]["repoDigests"]
         assert f"{repo}@{pause.digest}" in digests, (machine, digests, pause.digest)
         cid, took = run_pod(lab, machine, f"probe-{machine}", pause.image)
-        state = inspect(lab, machine, cid)["status"]["state"]
-        assert state == "CONTAINER_RUNNING", (machine, state)
+        doc = inspect(lab, machine, cid)
+        assert doc["status"]["state"] == "CONTAINER_RUNNING", (machine, doc["status"])
+        # Through containerd's runc shim, with the mirror's runc, on the overlayfs snapshotter.
+        assert doc["info"]["runtimeType"] == "io.containerd.runc.v2"
+        assert doc["info"]["runtimeOptions"]["binary_name"] == r.RUNC
+        assert doc["info"]["snapshotter"] == "overlayfs"
         remove_pod(lab, machine, f"probe-{machine}")
         return machine, pulled, took
 
     with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
         results = list(pool.map(one, nodes))
-    # The machines have no route off the lab /24: an image they pulled came from the mirror.
+    # The mirror's registry served each machine the image, asked for as registry.k8s.io's (and
+    # the machines have no route off the lab /24: there is nowhere else it could come from).
+    log = mirrormod.log_file(lab.paths).read_text()
+    name = repo.split("/", 1)[1]
     for m in lab.machines:
+        assert (f'{m.address} "GET /v2/{name}/manifests/{pause.digest}?ns={repo.split("/")[0]} '
+                in log), m.name
         routes = lab.ssh(m.name, "ip -4 route show table all type unicast").stdout
         assert "default" not in routes
     print("\ncontainers (pull via mirror / crictl run): " + ", ".join(
         f"{m} {p:.2f}/{t:.2f} s" for m, p, t in results))
+
+
+def test_docker_io_images_come_through_the_mirror_too(lab: Lab, nodes: list[str],
+                                                    manifest: Manifest) -> None:
+    found = [a for a in manifest.images() if a.image and a.image.startswith("docker.io/")]
+    if not found:
+        pytest.skip("the mirror has no docker.io image yet")
+    a, machine = found[0], nodes[0]
+    lab.ssh(machine, f"{r.CRICTL} pull {a.image}", timeout=300, check=True)
+    repo = a.image.removeprefix("docker.io/").rsplit(":", 1)[0]
+    log = mirrormod.log_file(lab.paths).read_text()
+    address = lab.address(machine)
+    assert f'{address} "GET /v2/{repo}/manifests/{a.digest}?ns=docker.io ' in log
+    lab.ssh(machine, f"{r.CRICTL} rmi {a.image}")
 
 
 def test_two_machines_at_once_do_not_interfere(lab: Lab, nodes: list[str],
@@ -217,6 +241,8 @@ def test_two_machines_at_once_do_not_interfere(lab: Lab, nodes: list[str],
             assert len(cgroups) >= 2
             for controller, path in cgroups.items():
                 assert path.startswith(f"/metalseed/{lab.name}/{machine}/"), (controller, path)
+        print(f"\ntwo machines at once: {ref} on {a} and {b} "
+              f"({'each wrote its own machine name' if shell else 'no shell in the image'})")
         # Ending one machine's pod leaves the other's running.
         remove_pod(lab, a, "twin")
         assert lab.ssh(a, f"{r.CRICTL} ps -q").stdout.split() == []
