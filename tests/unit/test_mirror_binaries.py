@@ -34,6 +34,7 @@ CHECKS = {
     "flanneld": (["--version"], V["flannel"]),
     "coredns": (["-version"], f"CoreDNS-{V['coredns'].removeprefix('v')}"),
     "traefik": (["version"], V["traefik"]),
+    "agnhost": (["--version"], V["agnhost"]),
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -164,3 +166,25 @@ def test_listen_and_missing_manifest(tmp_path: Path) -> None:
     with pytest.raises(MirrorError, match="mirror build"):
         start(tmp_path, "127.0.0.1", 0)
     assert MirrorServer.daemon_threads
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed (Debian package skopeo)")
+def test_skopeo_pulls_through_the_registry(mirror: tuple[str, Manifest, Path], tmp_path: Path) -> None:
+    """An independent registry client copies an image out and checks every digest on the way."""
+    base, m, _ = mirror
+    host = base.removeprefix("http://")
+    out = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--src-tls-verify=false",
+            f"docker://{host}/library/traefik:v3.6.12",
+            f"oci:{tmp_path / 'copy'}:v3.6.12",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    index = json.loads((tmp_path / "copy" / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == m.get("traefik").digest

@@ -291,7 +291,13 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
         Recipe(
             "agnhost",
             gomod="kubernetes",
-            builds=(GoBuild(packages=("k8s.io/kubernetes/test/images/agnhost",)),),
+            builds=(
+                GoBuild(
+                    packages=("k8s.io/kubernetes/test/images/agnhost",),
+                    # upstream's image build sets it from test/images/agnhost/VERSION
+                    xflags=(("main.Version", v["agnhost"]),),
+                ),
+            ),
             images=(
                 ImageRecipe(
                     name="agnhost-image",
