@@ -90,3 +90,7 @@ class MirrorIntegrityError(MirrorError):
 class ArtifactError(DeployError):
     """An artifact cannot be installed on a host: not in the mirror's manifest, no pinned sha256
     to check an upstream download against, or (on the host) a download whose sha256 differs."""
+
+
+class KubernetesError(DeployError):
+    """The Kubernetes API refused or failed a request (the client's ApiException, translated)."""

@@ -25,6 +25,7 @@ from metalseed.lab import plan as lab_plan
 from metalseed.lab import state as lab_state
 from metalseed.model import Cluster, cluster_from_inventory, load_cluster
 from metalseed.render import certcheck, containerd, edge, etcd
+from metalseed.render import kubernetes as kube
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -35,6 +36,10 @@ TARBALL_SHA = "0123456789abcdef" * 4
 # bump does not move the goldens.
 CONTAINERD_VERSION = "v2.2.9"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
+# Kubernetes' units name the binaries' versions and digests: fixed here too.
+KUBE_BINARY = kube.Binary("v1.36.3", "ab" * 32)
+FLANNELD_BINARY = kube.Binary("v0.28.10", "cd" * 32, kube.FLANNELD)
+ENCRYPTION_KEY = "Z29sZGVuLXBsYWNlaG9sZGVyLW5vdC1hLXJlYWwta2V5IQ=="  # base64 of a placeholder
 
 
 def fake_pem(kind: bytes, body: bytes) -> bytes:
@@ -70,6 +75,12 @@ def inventories() -> dict[str, Callable[[], Cluster]]:
             mirror_url="http://10.213.8.1:5080"),
         # One master (a small lab): unicast VRRP with no peer at all, one worker.
         "lab-single": lambda: lab_cluster_single(edge_vrrp_unicast=True),
+        # Kubernetes on the lab, with lab-style extra kubelet and kube-proxy fields.
+        "lab-kubernetes": lambda: lab_cluster(
+            kubernetes=True, etcd_source="tarball", etcd_tarball_url="file:///srv/etcd.tar.gz",
+            etcd_tarball_sha256=TARBALL_SHA, mirror_url="http://10.213.7.1:5080",
+            kubelet_settings={"maxPods": 60},
+            kube_proxy_settings={"conntrack": {"maxPerCore": 0}}),
     }
 
 
@@ -89,6 +100,8 @@ def lab_cluster_single(**extra: Any) -> Cluster:
 
 def renders(c: Cluster) -> dict[str, str]:
     """``<component>/<file>`` -> text, for every file a host of ``c`` receives from a renderer."""
+    if c.kubernetes.enabled:  # the other inventories hold the rest
+        return kubernetes_renders(c)
     out: dict[str, str] = {}
     for m in c.masters:
         out[f"edge/{m.name}/keepalived.conf"] = edge.keepalived_conf(c, m)
@@ -112,6 +125,29 @@ def renders(c: Cluster) -> dict[str, str]:
         for registry in containerd.REGISTRIES:
             out[f"containerd/certs.d/{registry}/hosts.toml"] = containerd.hosts_toml(registry,
                                                                                     c.mirror_url)
+    return out
+
+
+def kubernetes_renders(c: Cluster) -> dict[str, str]:
+    from metalseed.kube import objects
+
+    out: dict[str, str] = {}
+    for m in c.masters:
+        out[f"kubernetes/{m.name}/kube-apiserver.service"] = kube.apiserver_unit(c, m, KUBE_BINARY)
+    out["kubernetes/kube-controller-manager.service"] = kube.controller_manager_unit(c, KUBE_BINARY)
+    out["kubernetes/kube-scheduler.service"] = kube.scheduler_unit(KUBE_BINARY)
+    out["kubernetes/encryption-config.yaml"] = kube.encryption_config(ENCRYPTION_KEY)
+    out["kubernetes/audit-policy.yaml"] = kube.audit_policy()
+    out["kubernetes/admission-config.yaml"] = kube.admission_config()
+    for n in (c.masters[0], *c.workers[:1]):
+        out[f"kubernetes/{n.name}/kubelet-config.yaml"] = kube.kubelet_config(c, n)
+        out[f"kubernetes/{n.name}/kubelet.service"] = kube.kubelet_unit(n, KUBE_BINARY)
+        out[f"kubernetes/{n.name}/kube-proxy-config.yaml"] = kube.kube_proxy_config(c, n)
+        out[f"kubernetes/{n.name}/kube-proxy.service"] = kube.kube_proxy_unit(n, KUBE_BINARY)
+        out[f"kubernetes/{n.name}/flanneld.service"] = kube.flanneld_unit(n, FLANNELD_BINARY)
+    out["kubernetes/net-conf.json"] = kube.flannel_net_conf(c)
+    out["kubernetes/10-flannel.conflist"] = kube.flannel_conflist()
+    out["kubernetes/Corefile"] = objects.corefile(c)
     return out
 
 

@@ -63,6 +63,9 @@ ENCRYPTION_KEY = "encryption-at-rest.key"
 base64): made once with Kubernetes, never printed."""
 
 
+FLANNEL_USER = "metalseed:flannel"
+
+
 def kubelet_serving_id(node: str) -> str:
     return f"kubelet-serving/{node}"
 
@@ -137,6 +140,11 @@ def leaf_specs(cluster: Cluster) -> list[LeafSpec]:
                                   hosts=(n.name,)))
         specs.append(LeafSpec("kubeconfig/kube-proxy", CLUSTER_CA, "system:kube-proxy",
                               hosts=tuple(n.name for n in cluster.nodes), kubeconfig="kube-proxy",
+                              kubeconfig_server=vip_url))
+        # flanneld lists every Node (the Node authorizer lets a kubelet read only its own) and
+        # patches its own Node's status: an identity of its own, bound by metalseed's RBAC.
+        specs.append(LeafSpec("kubeconfig/flannel", CLUSTER_CA, FLANNEL_USER,
+                              hosts=tuple(n.name for n in cluster.nodes), kubeconfig="flannel",
                               kubeconfig_server=vip_url))
 
     if cluster.edge.cert_file is None:

@@ -1,0 +1,205 @@
+"""Cluster objects into the API: server-side apply (field manager ``metalseed``), then waits on
+real conditions (every node Ready, CoreDNS Available).
+
+Whether anything would change is decided when the run is prepared: each object is applied with
+``dryRun=All`` and compared with what the API holds, so a converged cluster reports no change
+(and an API that does not answer yet -- the first run -- means everything will be applied).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, operation
+
+from metalseed.errors import ArtifactError, KubernetesError
+from metalseed.kube import client as kc
+from metalseed.kube import objects as o
+from metalseed.model import Cluster
+
+FIELD_MANAGER = "metalseed"
+WAIT_OP = "kubernetes: every node Ready, CoreDNS Available"
+NODES_TIMEOUT = 300.0
+DEPLOYMENT_TIMEOUT = 300.0
+_VOLATILE = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid")
+
+
+def coredns_image(cluster: Cluster) -> str:
+    """CoreDNS as the mirror names its image (containerd pulls it through the mirror)."""
+    from metalseed.mirror import load_manifest, load_pins
+
+    if cluster.mirror_url:
+        refs = [a.image for a in load_manifest(cluster.mirror_dir).images()
+                if (a.component or a.name) == "coredns" and a.image]
+        if not refs:
+            raise ArtifactError(f"the mirror manifest under {cluster.mirror_dir} has no CoreDNS "
+                                "image (run `metalseed mirror build`)")
+        return refs[0]
+    return load_pins().get("coredns").images[0]
+
+
+def describe(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj['kind']} {ns}{meta['name']}"
+
+
+def _resource(dyn: Any, obj: dict[str, Any]) -> Any:
+    return kc.translated(describe(obj), lambda: dyn.resources.get(api_version=obj["apiVersion"],
+                                                                  kind=obj["kind"]))
+
+
+def _apply_one(dyn: Any, obj: dict[str, Any], dry_run: bool) -> Any:
+    meta = obj["metadata"]
+    extra = {"dry_run": "All"} if dry_run else {}
+    return kc.translated(f"applying {describe(obj)}", lambda: _resource(dyn, obj).server_side_apply(
+        body=obj, name=meta["name"], namespace=meta.get("namespace"),
+        field_manager=FIELD_MANAGER, force_conflicts=True,
+        _request_timeout=kc.REQUEST_TIMEOUT, **extra))
+
+
+def _stable(obj: Any) -> dict[str, Any]:
+    d = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    d.pop("status", None)
+    d["metadata"] = {k: v for k, v in d.get("metadata", {}).items() if k not in _VOLATILE}
+    return d
+
+
+def pending(cluster: Cluster, objects: list[dict[str, Any]]) -> list[str]:
+    """The objects a real apply would change ([] on a converged cluster); every object when the
+    API does not answer (yet)."""
+    try:
+        api = kc.api_client(cluster)
+        if kc.readyz(api) is not None:
+            return [describe(x) for x in objects]
+        dyn = kc.dynamic(api)
+        out = []
+        for obj in objects:
+            meta = obj["metadata"]
+            try:
+                current = _resource(dyn, obj).get(name=meta["name"], namespace=meta.get("namespace"),
+                                                   _request_timeout=kc.REQUEST_TIMEOUT)
+            except Exception:  # not there (404) or not readable: applying decides
+                out.append(describe(obj))
+                continue
+            if _stable(_apply_one(dyn, obj, dry_run=True)) != _stable(current):
+                out.append(describe(obj))
+        return out
+    except KubernetesError:
+        return [describe(x) for x in objects]
+
+
+def apply(cluster: Cluster, objects: list[dict[str, Any]]) -> None:
+    dyn = kc.dynamic(kc.api_client(cluster))
+    for obj in objects:
+        _apply_one(dyn, obj, dry_run=False)
+
+
+def wait_nodes_registered(cluster: Cluster, timeout: float = NODES_TIMEOUT) -> None:
+    api = kc.api_client(cluster)
+    dyn = kc.dynamic(api)
+    nodes = _resource(dyn, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "-"}})
+    wanted = {n.name for n in cluster.nodes}
+
+    def check() -> str | None:
+        items = kc.translated("listing Nodes", lambda: nodes.get(_request_timeout=kc.REQUEST_TIMEOUT))
+        missing = wanted - {i.metadata.name for i in items.items}
+        return f"not registered: {', '.join(sorted(missing))}" if missing else None
+
+    kc.wait_for("Nodes " + ", ".join(sorted(wanted)), "registration", check, timeout)
+
+
+def wait_nodes_ready(cluster: Cluster, timeout: float = NODES_TIMEOUT) -> None:
+    api = kc.api_client(cluster)
+    dyn = kc.dynamic(api)
+    nodes = _resource(dyn, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "-"}})
+    wanted = sorted(n.name for n in cluster.nodes)
+
+    def check() -> str | None:
+        items = kc.translated("listing Nodes", lambda: nodes.get(_request_timeout=kc.REQUEST_TIMEOUT))
+        by_name = {i.metadata.name: i.to_dict() for i in items.items}
+        bad = []
+        for name in wanted:
+            if name not in by_name:
+                bad.append(f"Node {name}: not registered")
+                continue
+            cond = kc.condition(by_name[name], "Ready")
+            if cond is None or cond[0] != "True":
+                bad.append(f"Node {name}: Ready={cond[0] if cond else '?'} "
+                           f"({cond[1] if cond else 'no condition yet'})")
+        return "; ".join(bad) or None
+
+    kc.wait_for("Nodes " + ", ".join(wanted), "condition Ready=True", check, timeout)
+
+
+def wait_deployment_available(cluster: Cluster, namespace: str, name: str,
+                              timeout: float = DEPLOYMENT_TIMEOUT) -> None:
+    dyn = kc.dynamic(kc.api_client(cluster))
+    deployments = _resource(dyn, {"apiVersion": "apps/v1", "kind": "Deployment",
+                                  "metadata": {"name": name}})
+
+    def check() -> str | None:
+        d = kc.translated(f"reading Deployment {namespace}/{name}", lambda: deployments.get(
+            name=name, namespace=namespace, _request_timeout=kc.REQUEST_TIMEOUT)).to_dict()
+        cond = kc.condition(d, "Available")
+        status = d.get("status") or {}
+        want = (d.get("spec") or {}).get("replicas", 1)
+        ready = status.get("readyReplicas") or 0
+        if cond and cond[0] == "True" and ready >= want:
+            return None
+        return f"Available={cond[0] if cond else '?'}, {ready}/{want} ready ({cond[1] if cond else ''})"
+
+    kc.wait_for(f"Deployment {namespace}/{name}", "condition Available=True with every replica "
+                "ready", check, timeout)
+
+
+BOOTSTRAP = "bootstrap"
+ADDONS = "addons"
+BOOTSTRAP_OP = "kubernetes: RBAC for the node agents (server-side apply)"
+ADDONS_OP = "kubernetes: CoreDNS and node roles (server-side apply)"
+
+
+def objects_of(cluster: Cluster, which: str) -> list[dict[str, Any]]:
+    if which == BOOTSTRAP:
+        return o.bootstrap_objects()
+    return o.addon_objects(cluster, coredns_image(cluster))
+
+
+def _apply_all(cluster: Cluster, which: str) -> None:
+    if which == ADDONS:
+        # Node role labels need the Node objects: applying a missing Node would create a bare one.
+        wait_nodes_registered(cluster)
+    apply(cluster, objects_of(cluster, which))
+
+
+def _wait_all(cluster: Cluster) -> None:
+    wait_nodes_ready(cluster)
+    wait_deployment_available(cluster, o.NAMESPACE, o.COREDNS)
+
+
+@operation()
+def apply_objects(cluster: Cluster, which: str) -> Generator[Any, None, None]:
+    """Apply one set of cluster objects (call with ``_run_once=True``) where any would change."""
+    cache: dict[str, list[str]] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
+    if which not in cache:
+        cache[which] = pending(cluster, objects_of(cluster, which))
+    todo = cache[which]
+    if not host.state.is_executing and todo:
+        host.log(f"would apply: {', '.join(todo)}")
+    if todo:
+        yield FunctionCommand(_apply_all, (cluster, which), {})
+
+
+@operation()
+def wait_objects(cluster: Cluster) -> Generator[Any, None, None]:
+    """Not a change: the waits run when the deploy executes; a failure fails this operation."""
+    if not host.state.is_executing:
+        return
+    from metalseed.deploys.gates import _raise
+
+    try:
+        _wait_all(cluster)
+    except Exception as e:
+        yield FunctionCommand(_raise, (e,), {})
