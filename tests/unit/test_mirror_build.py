@@ -125,3 +125,16 @@ def test_cached_artifacts_are_reused_only_when_key_and_sha_match(tmp_path: Path)
     assert b.cached("crictl", "k2") is None
     (root / "bin" / "crictl").write_bytes(b"tampered")
     assert b.cached("crictl", "k1") is None
+
+
+def test_a_second_build_on_the_same_root_is_refused(tmp_path: Path) -> None:
+    import fcntl
+
+    root = tmp_path / "root"
+    root.mkdir()
+    with (root / ".lock").open("a+") as held:
+        held.write("4242\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(MirrorError, match=r"another .* is running .*pid 4242"):
+            Builder(root, source=_fake_source(tmp_path), log=io.StringIO()).build()

@@ -9,6 +9,7 @@ component, so a partial mirror is usable while the rest builds.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -203,6 +204,21 @@ class Builder:
 
     def build(self, only: list[str] | None = None) -> BuildReport:
         self.root.mkdir(parents=True, exist_ok=True)
+        # Two builds into one root would interleave manifest writes: the second one is refused.
+        with (self.root / ".lock").open("a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                lock.seek(0)
+                raise MirrorError(
+                    f"another `metalseed mirror build` is running on {self.root} (pid {lock.read().strip()})"
+                ) from e
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+            return self._build(only)
+
+    def _build(self, only: list[str] | None) -> BuildReport:
         versions = {p.name: p.version for p in self.pins.pins}
         all_recipes = recipes(versions)
         unknown = set(only or []) - {r.component for r in all_recipes}
