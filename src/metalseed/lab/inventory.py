@@ -69,6 +69,11 @@ def cluster_data(s: LabState) -> dict[str, Any]:
         data["mirror_dir"] = str(s.mirror_root)
     if s.oom_score_adj_restricted:
         data["containerd_restrict_oom_score_adj"] = True
+    # A machine's /proc/sys is read-only: kube-proxy must leave the conntrack table size and
+    # timeouts as they are ("could not set conntrack parameters from kube-proxy configuration:
+    # open /proc/sys/net/netfilter/nf_conntrack_max: read-only file system"); kind does the same.
+    data["kube_proxy_settings"] = {"conntrack": {
+        "maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"}}
     return data
 
 

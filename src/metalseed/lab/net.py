@@ -94,8 +94,10 @@ def create_machine_net(
     )
     # nspawn mounts /proc/sys read-only inside the machine, so the sysctls our deploys would set
     # from /etc/sysctl.d are set here, per namespace, as a real host's boot would: nginx on the
-    # edge binds the VIP on masters that do not hold it.
-    run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"])
+    # edge binds the VIP on masters that do not hold it; a Kubernetes node forwards pod traffic
+    # (kube-proxy and flannel need ip_forward, which deploys/kubernetes.py sets on real hosts).
+    run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1",
+         "net.ipv4.ip_forward=1"])
 
 
 def delete_netns(netns: str) -> None:
