@@ -66,6 +66,8 @@ def _print_status(lab: Lab) -> None:
     s = lab.require_state()
     print(f"lab {s.name}: subnet {s.subnet}, bridge {s.bridge} ({s.bridge_address}), "
           f"VIP {s.vip}, key {s.key}")
+    if s.mirror_url:
+        print(f"mirror {s.mirror_root} served at {s.mirror_url} (PID {s.mirror_pid})")
     print(f"{'MACHINE':<8} {'ROLE':<7} {'ADDRESS':<15} STATE")
     for m in lab.status():
         print(f"{m.name:<8} {m.role:<7} {m.address!s:<15} {m.state}")
