@@ -46,13 +46,16 @@ def _build(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     m = load_manifest(_root(args.root))
-    rows = [("NAME", "VERSION", "KIND", "SOURCE", "SIZE", "SHA256", "PATH / IMAGE")]
+    rows: list[tuple[str, ...]] = [("NAME", "VERSION", "KIND", "SOURCE", "SIZE", "SHA256", "PATH / IMAGE")]
     for a in m.artifacts:
         rows.append((a.name, a.version, a.kind, a.source, _size(a.size), a.sha256[:12], a.image or a.path))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
-    print(f"{len(m.artifacts)} artifacts, {_size(sum(a.size for a in m.artifacts))} in all")
+    root = _root(args.root)
+    # Multi-call names are links to one file: count each file once.
+    total = sum(a.size for a in m.artifacts if not (root / a.path).is_symlink())
+    print(f"{len(m.artifacts)} artifacts, {_size(total)} on disk (links counted once)")
     return 0
 
 

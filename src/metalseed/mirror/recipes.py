@@ -265,6 +265,7 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
                     reference_index=0,
                     files=(("/flannel", "bin:flannel", 0o755),),
                     busybox=True,  # its init container runs "cp -f /flannel /opt/cni/bin/flannel"
+                    config=ImageConfig(cmd=("/bin/sh",)),  # upstream's, inherited from its alpine base
                 ),
             ),
         ),
