@@ -206,6 +206,9 @@ def install_command(d: Download) -> str:
     what = f"{d.name} ({d.url})"
     lines = [
         "set -e",
+        # A minimal Debian install has no curl; it is the one tool the step needs.
+        "command -v curl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+        "--no-install-recommends curl >&2",
         f"tmp=$(mktemp -d {TMP_PATTERN})",
         "trap 'rm -rf \"$tmp\"' EXIT",
         f"curl -fsS --retry 3 --connect-timeout 5 -o \"$tmp/download\" {url} || "
