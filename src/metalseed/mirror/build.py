@@ -81,7 +81,7 @@ class Builder:
         self.t0 = time.monotonic()
         self.report = BuildReport()
         self._store: BlobStore | None = None
-        self._module_info: dict[str, dict[str, str]] = {}
+        self._sha: dict[tuple[str, int, int, int], str] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -143,6 +143,14 @@ class Builder:
             raise MirrorError(f"go is not usable: {out.stderr.strip()}")
         return out.stdout.strip()
 
+    def sha256(self, path: Path) -> str:
+        """sha256 of a file, once per real file and run (multi-call names are links to one file)."""
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        if key not in self._sha:
+            self._sha[key] = sha256_file(path)
+        return self._sha[key]
+
     # -- keys ------------------------------------------------------------------------------------
 
     def key(self, recipe: Recipe, pin: Pin, go_version: str) -> str:
@@ -179,7 +187,7 @@ class Builder:
         artifacts = [Artifact(**a) for a in doc.get("artifacts", [])]
         for a in artifacts:
             p = self.root / a.path
-            if not p.exists() or sha256_file(p) != a.sha256:
+            if not p.exists() or self.sha256(p) != a.sha256:
                 return None
         if any(a.digest and not self.store.path(a.digest).exists() for a in artifacts):
             return None
