@@ -238,3 +238,43 @@ def test_a_second_run_changes_nothing(deployed: Cluster, run_pyinfra: RunPyinfra
     totals = pyinfra_totals(proc.stdout + proc.stderr)
     assert totals and totals["success"] == 0 and totals["error"] == 0, proc.stdout[-3000:]
     assert "would apply" not in proc.stdout + proc.stderr
+
+
+UNITS = ("containerd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+         "kube-proxy", "flanneld")
+
+
+def invocations(lab: Lab, c: Cluster) -> dict[tuple[str, str], str]:
+    """(node, unit) -> systemd's InvocationID: a new one each time the unit (re)starts."""
+    out: dict[tuple[str, str], str] = {}
+    script = "; ".join(f"echo {u} $(systemctl show -p InvocationID --value {u})" for u in UNITS)
+    for n in c.nodes:
+        for line in lab.ssh(n.name, script).stdout.splitlines():
+            unit, _, inv = line.partition(" ")
+            if inv.strip():
+                out[(n.name, unit)] = inv.strip()
+    return out
+
+
+def max_pods(c: Cluster) -> dict[str, str]:
+    nodes = json.loads(kubectl(c, "get", "nodes", "-o", "json").stdout)["items"]
+    return {n["metadata"]["name"]: n["status"]["capacity"]["pods"] for n in nodes}
+
+
+def test_a_kubelet_setting_restarts_only_the_kubelets(lab: Lab, deployed: Cluster,
+                                                      run_pyinfra: RunPyinfra,
+                                                      kube_data: list[str]) -> None:
+    c = deployed
+    before = invocations(lab, c)
+    assert ("m1", "kube-apiserver") in before and ("w1", "kube-apiserver") not in before
+    for pods_setting, expected in (('{"maxPods": 100}', "100"), (None, "110")):
+        extra = ["--data", f"kubelet_settings={pods_setting}"] if pods_setting else []
+        proc = run_pyinfra("deploys/kubernetes.py", *kube_data, *extra, timeout=600)
+        assert pyinfra_totals(proc.stdout + proc.stderr)["error"] == 0
+        after = invocations(lab, c)
+        restarted = {k for k in after if after[k] != before.get(k)}
+        assert restarted == {(n.name, "kubelet") for n in c.nodes}, sorted(restarted)
+        wait_until(f"every node reports {expected} pods of capacity",
+                   lambda e=expected: None if set(max_pods(c).values()) == {e} else str(max_pods(c)),
+                   timeout=60)
+        before = after
