@@ -7,7 +7,7 @@ asks Go for its version to key the build). Both sides must cover the same files 
 
     .venv/bin/python bench/mirror.py [--runs 5] [--quick] [--root DIR]
     .venv/bin/python bench/mirror.py --from-log /tmp/mirror-cold.log   # per-component cold figures
-    .venv/bin/python bench/mirror.py --cold    # full cold build in temporary Go caches (~1 h; not CI)
+    .venv/bin/python bench/mirror.py --cold [--only C]  # cold build in temporary Go caches (~1 h; not CI)
 
 ``--quick``: one warm run and one anchor run (a check that the bench runs, not a measurement); the
 mirror must already be built (CI builds it first, with .ci/mirror).
@@ -99,13 +99,17 @@ def from_log(path: Path) -> None:
         print(f"  {'total':<20} {total:>7.1f} s   ({total / 60:.1f} min)")
 
 
-def cold() -> None:
+def cold(only: list[str] | None) -> None:
     with tempfile.TemporaryDirectory(prefix="mirror-cold-") as tmp:
         env = {"GOMODCACHE": f"{tmp}/mod", "GOCACHE": f"{tmp}/build"}
-        t = time.perf_counter()
-        Builder(Path(tmp) / "mirror", env=env, log=sys.stdout).build()
-        print(f"cold build in empty Go caches: {time.perf_counter() - t:.1f} s")
-        subprocess.run(["chmod", "-R", "u+w", tmp], check=False)  # the module cache is read-only
+        try:
+            t = time.perf_counter()
+            report = Builder(Path(tmp) / "mirror", env=env, log=sys.stdout).build(only=only)
+            print(f"cold build in empty Go caches: {time.perf_counter() - t:.1f} s")
+            for comp, secs in report.component_seconds().items():
+                print(f"  {comp:<20} {secs:>7.1f} s")
+        finally:
+            subprocess.run(["chmod", "-R", "u+w", tmp], check=False)  # Go's module cache is read-only
 
 
 def main() -> None:
@@ -115,12 +119,13 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=None)
     ap.add_argument("--from-log", type=Path, default=None, help="print cold figures from a build log")
     ap.add_argument("--cold", action="store_true", help="cold build in temporary Go caches (slow)")
+    ap.add_argument("--only", action="append", default=None, metavar="COMPONENT", help="with --cold")
     args = ap.parse_args()
     if args.from_log:
         from_log(args.from_log)
         return
     if args.cold:
-        cold()
+        cold(args.only)
         return
     root = args.root or default_root()
     runs = 1 if args.quick else args.runs
