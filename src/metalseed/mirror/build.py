@@ -18,9 +18,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from metalseed.errors import MirrorError
 from metalseed.mirror.manifest import Artifact, Kind, Manifest, sha256_file, write_manifest
@@ -41,6 +42,7 @@ FORMAT = 1  # bump to rebuild everything after a change in how artifacts are lai
 BUSYBOX = Path("/bin/busybox")
 XTABLES_DIR = Path("/usr/lib/x86_64-linux-gnu/xtables")
 TAIL_LINES = 40
+T = TypeVar("T")
 
 
 @dataclass
@@ -122,10 +124,10 @@ class Builder:
             )
         return out
 
-    def timed(self, component: str, step: str, fn: object, *args: object) -> object:
+    def timed(self, component: str, step: str, fn: Callable[..., T], *args: object) -> T:
         start = time.monotonic()
         self.say(component, f"{step} ...")
-        result = fn(*args)  # type: ignore[operator]
+        result = fn(*args)
         took = time.monotonic() - start
         self.report.steps.append(StepTime(component, step, took))
         self.say(component, f"{step}: done in {took:.1f}s")
@@ -281,7 +283,7 @@ class Builder:
         artifacts = self.install_binaries(recipe, pin, work / "bin")
         for img in recipe.images:
             ref = pin.images[img.reference_index]
-            artifacts.append(self.timed(c, f"image {ref}", self.make_image, img, ref, pin))  # type: ignore[arg-type]
+            artifacts.append(self.timed(c, f"image {ref}", self.make_image, img, ref, pin))
         shutil.rmtree(work, ignore_errors=True)
         return artifacts
 
