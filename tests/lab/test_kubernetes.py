@@ -343,3 +343,23 @@ def test_a_new_apiserver_certificate_rolls_the_masters_one_at_a_time(
     # One master after the other: no two API servers started together (monotonic microseconds).
     assert all(b - a > 1_000_000 for a, b in itertools.pairwise(starts)), starts
     assert counts["ok"] > 0 and counts["failed"] == 0, (counts, errors[:5])
+
+
+def test_certs_check_reads_every_kubernetes_certificate_on_the_nodes(lab: Lab, deployed: Cluster,
+                                                                    kube_data: list[str]) -> None:
+    import os
+    import sys
+
+    env = dict(os.environ, METALSEED_LAB=lab.name, NO_COLOR="1")
+    proc = subprocess.run([sys.executable, "-m", "metalseed.cli", "certs", "check",
+                           "inventory/lab.py", *kube_data], capture_output=True, text=True,
+                          timeout=180, check=False, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    rows = proc.stdout.split("Installed on the hosts", 1)[1].splitlines()
+    for n in deployed.nodes:
+        serving = [r for r in rows if r.split()[:2] == [n.name, "/etc/kubernetes/kubelet/pki/kubelet.crt"]]
+        assert serving and f"matches store (kubelet-serving/{n.name})" in serving[0], serving
+    for m in deployed.masters:
+        api = [r for r in rows if r.split()[:2] == [m.name, "/etc/kubernetes/pki/apiserver.crt"]]
+        assert api and "matches store (apiserver)" in api[0], api
+    assert "not in store" not in proc.stdout and "differ from the store" not in proc.stdout

@@ -26,7 +26,8 @@ from metalseed.pki import x509 as px
 from metalseed.pki.plan import INVALID, Inventory, expiry_state
 
 # Everything our deploys install lives below these; CA bundles of the OS are not ours to check.
-SCAN_DIRS = ("/etc/metalseed", "/etc/etcd/pki", "/etc/kubernetes/pki", "/etc/nginx/metalseed")
+# /etc/kubernetes as a whole: the control plane's pki/ and each node's kubelet/pki/ (serving certificate).
+SCAN_DIRS = ("/etc/metalseed", "/etc/etcd/pki", "/etc/kubernetes", "/etc/nginx/metalseed")
 _MARK = "==> metalseed-cert "
 
 MATCHES = "matches store"
