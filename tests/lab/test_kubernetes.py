@@ -241,6 +241,36 @@ def test_a_second_run_changes_nothing(deployed: Cluster, run_pyinfra: RunPyinfra
     assert "would apply" not in proc.stdout + proc.stderr
 
 
+
+def dry_run(lab: Lab, *args: str) -> str:
+    """`pyinfra --dry` as an operator types it (no -y: it shows its detected changes)."""
+    import os
+    import sys
+
+    pyinfra = Path(sys.executable).with_name("pyinfra")
+    proc = subprocess.run([str(pyinfra), "inventory/lab.py", "--dry", *args,
+                           "deploys/kubernetes.py"],
+                          env=dict(os.environ, METALSEED_LAB=lab.name, NO_COLOR="1"),
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_a_dry_run_says_nothing_when_converged_and_shows_a_kubelet_diff(
+        lab: Lab, deployed: Cluster, kube_data: list[str]) -> None:
+    from metalseed.render import kubernetes as r
+
+    quiet = dry_run(lab, *kube_data)
+    assert "would " not in quiet, quiet[-3000:]
+    before = lab.ssh("w1", f"sha256sum {r.KUBELET_CONFIG}", check=True).stdout
+    loud = dry_run(lab, *kube_data, "--data", 'kubelet_settings={"maxPods": 90}')
+    assert f"would change {r.KUBELET_CONFIG}:" in loud
+    assert "+maxPods: 90" in loud.replace("    ", "")
+    assert "would restart kubelet.service" in loud
+    assert "PRIVATE KEY" not in loud
+    assert lab.ssh("w1", f"sha256sum {r.KUBELET_CONFIG}", check=True).stdout == before
+
+
 UNITS = ("containerd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
          "kube-proxy", "flanneld")
 
