@@ -1,5 +1,6 @@
-"""The whole cluster foundation, in order: etcd, the HA edge, the certificate expiry timer; it
-ends with a summary of what you have (the VIP's URL, the edge CA) and what to run next.
+"""The whole cluster, in order: etcd, the HA edge, the certificate expiry timer, and Kubernetes
+where ``kubernetes = True`` (control plane, nodes, flannel, CoreDNS); it ends with a summary of
+what you have (the VIP's URL, the edge CA, the kubeconfig) and what to run next.
 
     pyinfra INVENTORY deploys/cluster.py
 
@@ -12,12 +13,16 @@ from pyinfra import host
 from metalseed.deploys.certcheck import certcheck
 from metalseed.deploys.edge import edge
 from metalseed.deploys.etcd import etcd
+from metalseed.deploys.kubernetes import kubernetes
 from metalseed.deploys.standin import lab_ingress_standin
 from metalseed.deploys.summary import summary
+from metalseed.model import cluster_from_inventory
 
 etcd()
 edge()
 certcheck()
+if cluster_from_inventory(host.inventory).kubernetes.enabled:  # the same on every host
+    kubernetes()
 if "lab" in host.groups:
     lab_ingress_standin()
 summary()

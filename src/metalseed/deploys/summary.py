@@ -57,8 +57,10 @@ def summary_lines(cluster: Cluster, inventory: str, kubeconfig: Path | None = No
 
 
 @deploy("metalseed: summary")
-def summary(kubeconfig: Path | None = None) -> None:
+def summary() -> None:
     cluster = cluster_from_inventory(host.inventory)
     inventory = inventory_argument()
+    kubeconfig = (store_for(cluster).root / "kubeconfig" / "admin.conf"
+                  if cluster.kubernetes.enabled else None)
     say(name="What you have", lines=lambda: summary_lines(cluster, inventory, kubeconfig),
         _run_once=True)
