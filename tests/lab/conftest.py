@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,22 +53,24 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
+@contextmanager
+def booted_lab(name: str) -> Iterator[Lab]:
+    """A lab of 3 masters and 2 workers named ``name``, with a PKI store as new as its machines,
+    ``$METALSEED_LAB`` pointing at it while it lives, removed at the end whatever happens."""
     reason = lab_unavailable()
     if reason:
         pytest.skip(reason)
-    the_lab = Lab(TEST_LAB)
+    the_lab = Lab(name)
     the_lab.paths.root.parent.mkdir(parents=True, exist_ok=True)
-    session_lock = open(the_lab.paths.root.parent / f".{TEST_LAB}.session", "w")  # noqa: SIM115
+    session_lock = open(the_lab.paths.root.parent / f".{name}.session", "w")  # noqa: SIM115
     try:
         fcntl.flock(session_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         session_lock.close()
-        pytest.fail(f"lab {TEST_LAB!r} is in use by another pytest session; "
+        pytest.fail(f"lab {name!r} is in use by another pytest session; "
                     "set METALSEED_TEST_LAB to another name")
     previous = os.environ.get("METALSEED_LAB")
-    os.environ["METALSEED_LAB"] = TEST_LAB
+    os.environ["METALSEED_LAB"] = name
     # CI timeouts and `timeout` send SIGTERM, which would end pytest without teardown and leave
     # the lab running: make it an interrupt, which pytest answers by tearing fixtures down.
     previous_term = signal.signal(signal.SIGTERM, _interrupt)
@@ -75,7 +78,7 @@ def lab() -> Iterator[Lab]:
         # A session that died (killed pytest, host crash) may have left its lab: start clean,
         # with a PKI store of its own as new as its machines.
         the_lab.down()
-        shutil.rmtree(REPO / "pki" / TEST_LAB, ignore_errors=True)
+        shutil.rmtree(REPO / "pki" / name, ignore_errors=True)
         the_lab.up(MASTERS, WORKERS)
         yield the_lab
     finally:
@@ -89,12 +92,17 @@ def lab() -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    with booted_lab(TEST_LAB) as the_lab:
+        yield the_lab
+
+
+@pytest.fixture(scope="session")
 def lab_inventory(lab: Lab) -> Path:
     return LAB_INVENTORY
 
 
-@pytest.fixture(scope="session")
-def run_pyinfra(lab: Lab) -> Callable[..., subprocess.CompletedProcess[str]]:
+def pyinfra_runner(lab: Lab) -> Callable[..., subprocess.CompletedProcess[str]]:
     pyinfra = Path(sys.executable).with_name("pyinfra")
 
     def run(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[
@@ -110,3 +118,8 @@ def run_pyinfra(lab: Lab) -> Callable[..., subprocess.CompletedProcess[str]]:
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def run_pyinfra(lab: Lab) -> Callable[..., subprocess.CompletedProcess[str]]:
+    return pyinfra_runner(lab)

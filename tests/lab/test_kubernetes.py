@@ -26,6 +26,7 @@ from metalseed.lab.inventory import pyinfra_inventory
 from metalseed.lab.state import load as load_state
 from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.probe import pyinfra_totals
+from tests.lab.conftest import TEST_LAB, booted_lab, pyinfra_runner
 
 pytestmark = pytest.mark.lab
 
@@ -41,6 +42,19 @@ def mirror_components(root: Path) -> set[str]:
     except (OSError, ValueError):
         return set()
     return {a.get("component") or a["name"] for a in manifest.get("artifacts", [])}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    """A lab of its own, not the session's: Kubernetes leaves kubelets, flannel routes and its
+    certificates on the machines, which the other modules' tests must not find there."""
+    with booted_lab(f"{TEST_LAB}k") as the_lab:
+        yield the_lab
+
+
+@pytest.fixture(scope="module")
+def run_pyinfra(lab: Lab) -> RunPyinfra:
+    return pyinfra_runner(lab)
 
 
 @pytest.fixture(scope="module")

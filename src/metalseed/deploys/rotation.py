@@ -24,13 +24,14 @@ from pyinfra.api import deploy
 from metalseed.deploys.edge import edge
 from metalseed.deploys.etcd import etcd
 from metalseed.deploys.gates import shared
+from metalseed.deploys.kubernetes import kubernetes
 from metalseed.errors import DeployError, ModelError, PKIError
 from metalseed.model import Cluster, cluster_from_inventory, playbook_inputs
 from metalseed.pki import rotation
 from metalseed.pki.installed import InstalledCertificates, fingerprint, parse_dump
 from metalseed.pki.issue import init_pki, mark_store_converged, store_for
 from metalseed.pki.plan import NEXT
-from metalseed.pki.profiles import ETCD_CA, leaf_specs
+from metalseed.pki.profiles import CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA, leaf_specs
 from metalseed.pki.x509 import load_cert
 from metalseed.render import etcd as etcd_render
 from metalseed.runmode import dry_run
@@ -57,6 +58,11 @@ def leaves_to_force(cluster: Cluster, leaves: str | tuple[str, ...]) -> frozense
 def check_ca(cluster: Cluster, ca: str | None) -> None:
     if ca is not None and ca not in rotation.ca_ids(cluster):
         raise ModelError("rotate_ca", ca, f"one of the cluster's CAs: {', '.join(rotation.ca_ids(cluster))}")
+    if ca in (CLUSTER_CA, FRONT_PROXY_CA) and cluster.kubernetes.enabled:
+        # Every kubelet, kubeconfig and the API server would have to trust both CAs first; the
+        # Kubernetes deploy does not ship trust bundles yet, so a rotation could lock nodes out.
+        raise ModelError("rotate_ca", ca, "etcd/ca or edge/ca: rotating the Kubernetes and "
+                         "front-proxy CAs of a running Kubernetes cluster is not supported yet")
 
 
 def masters_trusting(cluster: Cluster, inventory: Any, ca_pem: bytes) -> dict[str, bool]:
@@ -127,3 +133,5 @@ def rotate_certs() -> None:
     shared(host.state, "rotation-store-step", step)
     etcd()
     edge()
+    if cluster.kubernetes.enabled:  # the same on every host
+        kubernetes()  # restarts what reads a renewed file, API servers one master at a time
