@@ -103,7 +103,9 @@ def test_manifest_round_trip_and_verify(tmp_path: Path) -> None:
 def test_manifest_replace_component_keeps_others(tmp_path: Path) -> None:
     m = Manifest([_artifact(tmp_path, "a", b"1"), _artifact(tmp_path, "b", b"2")])
     m.replace_component("a", [_artifact(tmp_path, "a", b"3")])
-    assert m.names() == ["b", "a"] and m.get("a").size == 1
+    assert m.names() == ["a", "b"] and m.get("a").size == 1  # in place: readers see one order
+    m.replace_component("c", [_artifact(tmp_path, "c", b"4")])
+    assert m.names() == ["a", "b", "c"]
 
 
 def test_missing_manifest_says_what_to_run(tmp_path: Path) -> None:

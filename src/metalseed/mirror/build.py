@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from metalseed.errors import MirrorError
-from metalseed.mirror.manifest import Artifact, Kind, Manifest, sha256_file, write_manifest
+from metalseed.mirror.manifest import (
+    Artifact,
+    Kind,
+    Manifest,
+    load_manifest,
+    sha256_file,
+    write_manifest,
+)
 from metalseed.mirror.oci import (
     BlobStore,
     Dir,
@@ -236,7 +243,12 @@ class Builder:
             raise MirrorError(f"no such component(s): {', '.join(sorted(unknown))}")
         go_version = self.go_version()
         self.say("mirror", f"building into {self.root} with {go_version}")
-        manifest = Manifest()
+        # Start from what the root lists now: a reader (a lab deploy, a test) must never see a
+        # manifest with less in it than before just because a build is walking the components.
+        try:
+            manifest = load_manifest(self.root)
+        except MirrorError:
+            manifest = Manifest()
         for recipe in all_recipes:
             pin = self.pins.get(recipe.component)
             key = self.key(recipe, pin, go_version)
@@ -257,7 +269,13 @@ class Builder:
                 self.save_key(recipe.component, key, artifacts)
                 self.report.built.append(recipe.component)
                 self.say(recipe.component, f"built {pin.version} in {time.monotonic() - start:.1f}s")
+            before = manifest.to_json()
             manifest.replace_component(recipe.component, artifacts)
+            if manifest.to_json() != before:
+                write_manifest(self.root, manifest)
+        known = {r.component for r in all_recipes}
+        if any(a.component not in known for a in manifest.artifacts):  # a component was dropped
+            manifest.artifacts = [a for a in manifest.artifacts if a.component in known]
             write_manifest(self.root, manifest)
         self.report.seconds = time.monotonic() - self.t0
         self.say(

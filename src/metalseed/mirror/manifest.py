@@ -51,8 +51,12 @@ class Manifest:
         return [a for a in self.artifacts if a.kind == "image"]
 
     def replace_component(self, component: str, artifacts: list[Artifact]) -> None:
-        """Swap one component's artifacts, keeping the others' order."""
-        self.artifacts = [a for a in self.artifacts if a.component != component] + artifacts
+        """Swap one component's artifacts in place (a new component goes last)."""
+        at = next((i for i, a in enumerate(self.artifacts) if a.component == component),
+                  len(self.artifacts))
+        rest = [a for a in self.artifacts if a.component != component]
+        before = sum(1 for a in self.artifacts[:at] if a.component != component)
+        self.artifacts = rest[:before] + artifacts + rest[before:]
 
     def to_json(self) -> str:
         doc = {"schema": 1, "artifacts": [asdict(a) for a in self.artifacts]}
