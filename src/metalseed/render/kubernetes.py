@@ -39,6 +39,7 @@ import yaml
 from metalseed.kube.schema import KUBE_PROXY_CONFIGURATION_VERSION, KUBELET_CONFIGURATION_VERSION
 from metalseed.model import Cluster, Node
 from metalseed.render.containerd import CGROUP_DRIVER, CNI_CONF_DIR, SOCKET
+from metalseed.render.etcd import CIPHER_SUITES as GO_CIPHER_SUITES
 from metalseed.render.templates import render
 
 BIN_DIR = "/usr/local/bin"
@@ -91,15 +92,8 @@ CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect":
 ENCRYPTION_KEY_NAME = "metalseed-1"
 DOCS = "https://kubernetes.io/docs/reference/command-line-tools-reference"
 TLS_MIN = "VersionTLS12"
-# ECDHE + AEAD only, as the edge and etcd (TLS 1.3 suites are not configurable in Go).
-TLS_CIPHERS = (
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
-)
+# ECDHE + AEAD only, the Go names etcd is given too (TLS 1.3 suites are not configurable in Go).
+TLS_CIPHERS = GO_CIPHER_SUITES
 # Beside the plugins on by default (ServiceAccount, PodSecurity, ...): NodeRestriction, so a
 # kubelet can change only its own Node and the pods bound to it (CIS 1.2.15).
 ADMISSION_PLUGINS = ("NodeRestriction",)
