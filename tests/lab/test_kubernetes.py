@@ -1,12 +1,10 @@
-"""Kubernetes on real lab machines, from bare machines: etcd, the edge, then deploys/kubernetes.py.
+"""Kubernetes on the session's shared Kubernetes lab (tests/lab/kube.py), deployed from bare machines
+by deploys/cluster.py.
 
 Every node Ready; kubectl (the mirror's) works through the VIP with the store's admin kubeconfig;
 a pod on each worker; pods talk across nodes over flannel; DNS resolves a Service; kubectl exec
 works (the API server reaches each kubelet and checks its store-issued serving certificate); a
 second run changes nothing.
-
-Needs the mirror with Kubernetes, flannel, CoreDNS and agnhost built (`metalseed mirror build`);
-without them the tests are skipped, saying what is missing.
 """
 
 from __future__ import annotations
@@ -15,104 +13,20 @@ import itertools
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from metalseed.lab import Lab
-from metalseed.lab.inventory import pyinfra_inventory
-from metalseed.lab.state import load as load_state
-from metalseed.model import Cluster, cluster_from_inventory
+from metalseed.model import Cluster
 from metalseed.probe import pyinfra_totals
-from tests.lab.conftest import TEST_LAB, booted_lab, pyinfra_runner
+from tests.lab.kube import TIMINGS, RunPyinfra, agnhost_image, kubectl, wait_until
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.kube]
 
-RunPyinfra = Callable[..., subprocess.CompletedProcess[str]]
-NEEDED = ("kubernetes", "flannel", "flannel-cni-plugin", "coredns", "agnhost", "etcd")
 NAMESPACE = "metalseed-lab-test"
-TIMINGS: dict[str, float] = {}
-
-
-def mirror_components(root: Path) -> set[str]:
-    try:
-        manifest = json.loads((root / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return set()
-    return {a.get("component") or a["name"] for a in manifest.get("artifacts", [])}
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    """A lab of its own, not the session's: Kubernetes leaves kubelets, flannel routes and its
-    certificates on the machines, which the other modules' tests must not find there."""
-    with booted_lab(f"{TEST_LAB}k") as the_lab:
-        yield the_lab
-
-
-@pytest.fixture(scope="module")
-def run_pyinfra(lab: Lab) -> RunPyinfra:
-    return pyinfra_runner(lab)
-
-
-@pytest.fixture(scope="module")
-def kube_data(lab: Lab) -> list[str]:
-    state = load_state(lab.paths)
-    assert state is not None
-    mirror = Path(state.mirror_root) if state.mirror_root else None
-    missing = sorted(set(NEEDED) - (mirror_components(mirror) if mirror else set()))
-    if missing:
-        pytest.skip(f"the mirror lacks {', '.join(missing)} (run `metalseed mirror build`)")
-    # etcd_source is the mirror's 3.6 by default (Kubernetes refuses Debian's 3.4).
-    return ["--data", "kubernetes=True"]
-
-
-@pytest.fixture(scope="module")
-def cluster(lab: Lab, kube_data: list[str]) -> Cluster:
-    state = load_state(lab.paths)
-    assert state is not None
-    overrides: dict[str, Any] = {}
-    for i in range(1, len(kube_data), 2):
-        k, _, v = kube_data[i].partition("=")
-        overrides[k] = True if v == "True" else v
-    return cluster_from_inventory(pyinfra_inventory(state, **overrides))
-
-
-@pytest.fixture(scope="module")
-def deployed(lab: Lab, run_pyinfra: RunPyinfra, kube_data: list[str], cluster: Cluster) -> Cluster:
-    start = time.monotonic()
-    for playbook in ("deploys/etcd.py", "deploys/edge.py"):
-        run_pyinfra(playbook, *kube_data, timeout=900)
-    TIMINGS["etcd + edge"] = time.monotonic() - start
-    start = time.monotonic()
-    run_pyinfra("deploys/kubernetes.py", *kube_data, timeout=1800)
-    TIMINGS["kubernetes"] = time.monotonic() - start
-    print(f"\nbare machines -> Kubernetes: {TIMINGS}")
-    return cluster
-
-
-def kubectl(c: Cluster, *args: str, check: bool = True, timeout: float = 60
-            ) -> subprocess.CompletedProcess[str]:
-    conf = c.pki_dir / "kubeconfig" / "admin.conf"
-    argv = [str(c.mirror_dir / "bin" / "kubectl"), "--kubeconfig", str(conf),
-            "--request-timeout=20s", *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        pytest.fail(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def wait_until(what: str, check: Callable[[], str | None], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    seen: str | None = "nothing yet"
-    while time.monotonic() < deadline:
-        seen = check()
-        if seen is None:
-            return
-        time.sleep(1)
-    pytest.fail(f"{what} did not happen within {timeout:.0f}s (last: {seen})")
 
 
 def dial(c: Cluster, pod: str, host: str, port: int) -> list[str]:
@@ -124,17 +38,11 @@ def dial(c: Cluster, pod: str, host: str, port: int) -> list[str]:
     return list(out.get("responses") or [])
 
 
-def agnhost_image(c: Cluster) -> str:
-    manifest = json.loads((c.mirror_dir / "manifest.json").read_text())
-    return next(a["image"] for a in manifest["artifacts"]
-                if (a.get("component") or a["name"]) == "agnhost" and a.get("image"))
-
-
 # ---------------------------------------------------------------------------------------------
 
 
-def test_every_node_is_ready_and_kubectl_works_through_the_vip(deployed: Cluster) -> None:
-    c = deployed
+def test_every_node_is_ready_and_kubectl_works_through_the_vip(kube_cluster: Cluster) -> None:
+    c = kube_cluster
     conf = (c.pki_dir / "kubeconfig" / "admin.conf").read_text()
     assert f"server: https://{c.vip}:{c.apiserver_port}" in conf
     nodes = json.loads(kubectl(c, "get", "nodes", "-o", "json").stdout)["items"]
@@ -185,8 +93,8 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def pods(deployed: Cluster) -> Iterator[dict[str, dict[str, Any]]]:
-    c = deployed
+def pods(kube_cluster: Cluster) -> Iterator[dict[str, dict[str, Any]]]:
+    c = kube_cluster
     kubectl(c, "create", "namespace", NAMESPACE, check=False)
     image = agnhost_image(c)
     text = "---\n".join(POD.format(name=f"net-{w.name}", ns=NAMESPACE, node=w.name, image=image)
@@ -211,15 +119,15 @@ def pods(deployed: Cluster) -> Iterator[dict[str, dict[str, Any]]]:
     kubectl(c, "delete", "namespace", NAMESPACE, "--wait=false", check=False)
 
 
-def test_a_pod_runs_on_each_worker(deployed: Cluster, pods: dict[str, dict[str, Any]]) -> None:
-    assert {p["spec"]["nodeName"] for p in pods.values()} == {w.name for w in deployed.workers}
+def test_a_pod_runs_on_each_worker(kube_cluster: Cluster, pods: dict[str, dict[str, Any]]) -> None:
+    assert {p["spec"]["nodeName"] for p in pods.values()} == {w.name for w in kube_cluster.workers}
     for p in pods.values():
-        assert p["status"]["podIP"] in {str(a) for a in deployed.pod_network.hosts()}
+        assert p["status"]["podIP"] in {str(a) for a in kube_cluster.pod_network.hosts()}
 
 
-def test_pods_talk_across_nodes_over_flannel(deployed: Cluster,
+def test_pods_talk_across_nodes_over_flannel(kube_cluster: Cluster,
                                             pods: dict[str, dict[str, Any]]) -> None:
-    c = deployed
+    c = kube_cluster
     names = sorted(pods)
     for src, dst in zip(names, [*names[1:], names[0]], strict=True):
         ip = pods[dst]["status"]["podIP"]
@@ -232,8 +140,8 @@ def test_pods_talk_across_nodes_over_flannel(deployed: Cluster,
         assert dial(c, src, ip, 8080) == [dst]
 
 
-def test_dns_resolves_a_service(deployed: Cluster, pods: dict[str, dict[str, Any]]) -> None:
-    c = deployed
+def test_dns_resolves_a_service(kube_cluster: Cluster, pods: dict[str, dict[str, Any]]) -> None:
+    c = kube_cluster
     names = sorted(pods)
     svc = json.loads(kubectl(c, "-n", NAMESPACE, "get", "service", names[1], "-o", "json").stdout)
     fqdn = f"{names[1]}.{NAMESPACE}.svc.{c.dns_domain}"
@@ -243,20 +151,20 @@ def test_dns_resolves_a_service(deployed: Cluster, pods: dict[str, dict[str, Any
     assert dial(c, names[0], fqdn, 80) == [names[1]]
 
 
-def test_a_second_run_changes_nothing(deployed: Cluster, run_pyinfra: RunPyinfra,
+def test_a_second_run_changes_nothing(kube_cluster: Cluster, kube_run_pyinfra: RunPyinfra,
                                       kube_data: list[str], pods: dict[str, dict[str, Any]]
                                       ) -> None:
     start = time.monotonic()
-    proc = run_pyinfra("deploys/kubernetes.py", *kube_data, timeout=600)
-    TIMINGS["kubernetes, no change"] = time.monotonic() - start
-    print(f"\nno-change rerun: {TIMINGS['kubernetes, no change']:.1f}s")
+    proc = kube_run_pyinfra("deploys/cluster.py", *kube_data, timeout=600)
+    TIMINGS["deploys/cluster.py, no change"] = time.monotonic() - start
+    print(f"\nno-change rerun: {TIMINGS['deploys/cluster.py, no change']:.1f}s")
     totals = pyinfra_totals(proc.stdout + proc.stderr)
     assert totals and totals["success"] == 0 and totals["error"] == 0, proc.stdout[-3000:]
     assert "would apply" not in proc.stdout + proc.stderr
 
 
 
-def dry_run(lab: Lab, *args: str) -> str:
+def dry_run(kube_lab: Lab, *args: str) -> str:
     """`pyinfra --dry` as an operator types it (no -y: it shows its detected changes)."""
     import os
     import sys
@@ -264,37 +172,37 @@ def dry_run(lab: Lab, *args: str) -> str:
     pyinfra = Path(sys.executable).with_name("pyinfra")
     proc = subprocess.run([str(pyinfra), "inventory/lab.py", "--dry", *args,
                            "deploys/kubernetes.py"],
-                          env=dict(os.environ, METALSEED_LAB=lab.name, NO_COLOR="1"),
+                          env=dict(os.environ, METALSEED_LAB=kube_lab.name, NO_COLOR="1"),
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
 
 def test_a_dry_run_says_nothing_when_converged_and_shows_a_kubelet_diff(
-        lab: Lab, deployed: Cluster, kube_data: list[str]) -> None:
+        kube_lab: Lab, kube_cluster: Cluster, kube_data: list[str]) -> None:
     from metalseed.render import kubernetes as r
 
-    quiet = dry_run(lab, *kube_data)
+    quiet = dry_run(kube_lab, *kube_data)
     assert "would " not in quiet, quiet[-3000:]
-    before = lab.ssh("w1", f"sha256sum {r.KUBELET_CONFIG}", check=True).stdout
-    loud = dry_run(lab, *kube_data, "--data", 'kubelet_settings={"maxPods": 90}')
+    before = kube_lab.ssh("w1", f"sha256sum {r.KUBELET_CONFIG}", check=True).stdout
+    loud = dry_run(kube_lab, *kube_data, "--data", 'kubelet_settings={"maxPods": 90}')
     assert f"would change {r.KUBELET_CONFIG}:" in loud
     assert "+maxPods: 90" in loud.replace("    ", "")
     assert "would restart kubelet.service" in loud
     assert "PRIVATE KEY" not in loud
-    assert lab.ssh("w1", f"sha256sum {r.KUBELET_CONFIG}", check=True).stdout == before
+    assert kube_lab.ssh("w1", f"sha256sum {r.KUBELET_CONFIG}", check=True).stdout == before
 
 
 UNITS = ("containerd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
          "kube-proxy", "flanneld")
 
 
-def invocations(lab: Lab, c: Cluster) -> dict[tuple[str, str], str]:
+def invocations(kube_lab: Lab, c: Cluster) -> dict[tuple[str, str], str]:
     """(node, unit) -> systemd's InvocationID: a new one each time the unit (re)starts."""
     out: dict[tuple[str, str], str] = {}
     script = "; ".join(f"echo {u} $(systemctl show -p InvocationID --value {u})" for u in UNITS)
     for n in c.nodes:
-        for line in lab.ssh(n.name, script).stdout.splitlines():
+        for line in kube_lab.ssh(n.name, script).stdout.splitlines():
             unit, _, inv = line.partition(" ")
             if inv.strip():
                 out[(n.name, unit)] = inv.strip()
@@ -306,17 +214,17 @@ def max_pods(c: Cluster) -> dict[str, str]:
     return {n["metadata"]["name"]: n["status"]["capacity"]["pods"] for n in nodes}
 
 
-def test_a_kubelet_setting_restarts_only_the_kubelets(lab: Lab, deployed: Cluster,
-                                                      run_pyinfra: RunPyinfra,
+def test_a_kubelet_setting_restarts_only_the_kubelets(kube_lab: Lab, kube_cluster: Cluster,
+                                                      kube_run_pyinfra: RunPyinfra,
                                                       kube_data: list[str]) -> None:
-    c = deployed
-    before = invocations(lab, c)
+    c = kube_cluster
+    before = invocations(kube_lab, c)
     assert ("m1", "kube-apiserver") in before and ("w1", "kube-apiserver") not in before
     for pods_setting, expected in (('{"maxPods": 100}', "100"), (None, "110")):
         extra = ["--data", f"kubelet_settings={pods_setting}"] if pods_setting else []
-        proc = run_pyinfra("deploys/kubernetes.py", *kube_data, *extra, timeout=600)
+        proc = kube_run_pyinfra("deploys/kubernetes.py", *kube_data, *extra, timeout=600)
         assert pyinfra_totals(proc.stdout + proc.stderr)["error"] == 0
-        after = invocations(lab, c)
+        after = invocations(kube_lab, c)
         restarted = {k for k in after if after[k] != before.get(k)}
         assert restarted == {(n.name, "kubelet") for n in c.nodes}, sorted(restarted)
         wait_until(f"every node reports {expected} pods of capacity",
@@ -325,15 +233,15 @@ def test_a_kubelet_setting_restarts_only_the_kubelets(lab: Lab, deployed: Cluste
         before = after
 
 
-def apiserver_starts(lab: Lab, c: Cluster) -> dict[str, int]:
+def apiserver_starts(kube_lab: Lab, c: Cluster) -> dict[str, int]:
     """master -> when its kube-apiserver last started (CLOCK_MONOTONIC, shared by the machines)."""
-    return {m.name: int(lab.ssh(m.name, "systemctl show -p ExecMainStartTimestampMonotonic "
+    return {m.name: int(kube_lab.ssh(m.name, "systemctl show -p ExecMainStartTimestampMonotonic "
                                 "--value kube-apiserver").stdout.strip() or 0)
             for m in c.masters}
 
 
 def test_a_new_apiserver_certificate_rolls_the_masters_one_at_a_time(
-        lab: Lab, deployed: Cluster, run_pyinfra: RunPyinfra, kube_data: list[str]) -> None:
+        kube_lab: Lab, kube_cluster: Cluster, kube_run_pyinfra: RunPyinfra, kube_data: list[str]) -> None:
     """The store re-issues the API server's certificate; the run restarts exactly the API
     servers, one master after the other (each behind its /readyz), while a client lists
     namespaces through the VIP."""
@@ -344,8 +252,8 @@ def test_a_new_apiserver_certificate_rolls_the_masters_one_at_a_time(
     from metalseed.kube.client import api_client
     from metalseed.pki.issue import init_pki
 
-    c = deployed
-    before = invocations(lab, c)
+    c = kube_cluster
+    before = invocations(kube_lab, c)
     init_pki(c, force=frozenset({"apiserver"}))
     api = k8s.CoreV1Api(api_client(c))
     counts = {"ok": 0, "failed": 0}
@@ -366,13 +274,13 @@ def test_a_new_apiserver_certificate_rolls_the_masters_one_at_a_time(
     thread.start()
     try:
         start = time.monotonic()
-        run_pyinfra("deploys/kubernetes.py", *kube_data, timeout=600)
+        kube_run_pyinfra("deploys/kubernetes.py", *kube_data, timeout=600)
         took = time.monotonic() - start
     finally:
         stop.set()
         thread.join(10)
     print(f"\nrolling API server restart: {took:.1f}s, {counts} through the VIP; {errors[:3]}")
-    after = invocations(lab, c)
+    after = invocations(kube_lab, c)
     restarted = {k for k in after if after[k] != before.get(k)}
     apiservers = {(m.name, "kube-apiserver") for m in c.masters}
     assert apiservers <= restarted, sorted(restarted)
@@ -381,29 +289,29 @@ def test_a_new_apiserver_certificate_rolls_the_masters_one_at_a_time(
     # it again): the only other restarts allowed, and each must say so in its journal.
     for node, unit in restarted - apiservers:
         assert unit in ("kube-controller-manager", "kube-scheduler"), (node, unit)
-        log = lab.ssh(node, f"journalctl -u {unit} --no-pager | grep -c 'leaderelection lost'")
+        log = kube_lab.ssh(node, f"journalctl -u {unit} --no-pager | grep -c 'leaderelection lost'")
         assert int(log.stdout.strip() or 0) > 0, (node, unit, "restarted without losing its lease")
-    starts = sorted(apiserver_starts(lab, c).values())
+    starts = sorted(apiserver_starts(kube_lab, c).values())
     # One master after the other: no two API servers started together (monotonic microseconds).
     assert all(b - a > 1_000_000 for a, b in itertools.pairwise(starts)), starts
     assert counts["ok"] > 0 and counts["failed"] == 0, (counts, errors[:5])
 
 
-def test_certs_check_reads_every_kubernetes_certificate_on_the_nodes(lab: Lab, deployed: Cluster,
+def test_certs_check_reads_every_kubernetes_certificate_on_the_nodes(kube_lab: Lab, kube_cluster: Cluster,
                                                                     kube_data: list[str]) -> None:
     import os
     import sys
 
-    env = dict(os.environ, METALSEED_LAB=lab.name, NO_COLOR="1")
+    env = dict(os.environ, METALSEED_LAB=kube_lab.name, NO_COLOR="1")
     proc = subprocess.run([sys.executable, "-m", "metalseed.cli", "certs", "check",
                            "inventory/lab.py", *kube_data], capture_output=True, text=True,
                           timeout=180, check=False, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     rows = proc.stdout.split("Installed on the hosts", 1)[1].splitlines()
-    for n in deployed.nodes:
+    for n in kube_cluster.nodes:
         serving = [r for r in rows if r.split()[:2] == [n.name, "/etc/kubernetes/kubelet/pki/kubelet.crt"]]
         assert serving and f"matches store (kubelet-serving/{n.name})" in serving[0], serving
-    for m in deployed.masters:
+    for m in kube_cluster.masters:
         api = [r for r in rows if r.split()[:2] == [m.name, "/etc/kubernetes/pki/apiserver.crt"]]
         assert api and "matches store (apiserver)" in api[0], api
     assert "not in store" not in proc.stdout and "differ from the store" not in proc.stdout

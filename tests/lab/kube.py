@@ -1,0 +1,134 @@
+"""The shared Kubernetes lab of the test session, and plain helpers for tests that use it.
+
+One lab named ``<TEST_LAB>k`` (3 masters, 2 workers) is booted on first use, taken from bare
+machines to Kubernetes with ``deploys/cluster.py --data kubernetes=True`` (the README's main
+command), and shared by every test module marked ``kube``; those run after all other lab tests
+(``tests/lab/conftest.py`` sorts them last), modules in file-name order. It is a lab of its own,
+not the session's ``lab``: Kubernetes leaves kubelets, flannel routes and its certificates on the
+machines, which the etcd and edge tests must not find there.
+
+A test that injects a fault restores the cluster (every node Ready, every component up) before it
+returns, since later modules share it.
+
+Needs the mirror with Kubernetes, flannel, CoreDNS and agnhost built (`metalseed mirror build`);
+without them the Kubernetes tests are skipped, saying what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metalseed.lab import Lab
+from metalseed.lab.inventory import pyinfra_inventory
+from metalseed.lab.state import load as load_state
+from metalseed.model import Cluster, cluster_from_inventory
+from tests.lab.labs import TEST_LAB, booted_lab, pyinfra_runner
+
+RunPyinfra = Callable[..., subprocess.CompletedProcess[str]]
+NEEDED = ("kubernetes", "flannel", "flannel-cni-plugin", "coredns", "agnhost", "etcd")
+KUBE_DATA = ("--data", "kubernetes=True")
+TIMINGS: dict[str, float] = {}
+
+
+def mirror_components(root: Path) -> set[str]:
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    return {a.get("component") or a["name"] for a in manifest.get("artifacts", [])}
+
+
+def kubectl(c: Cluster, *args: str, check: bool = True, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The mirror's kubectl with the store's admin kubeconfig (through the VIP)."""
+    conf = c.pki_dir / "kubeconfig" / "admin.conf"
+    argv = [str(c.mirror_dir / "bin" / "kubectl"), "--kubeconfig", str(conf),
+            "--request-timeout=20s", *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          input=input)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_until(what: str, check: Callable[[], str | None], timeout: float = 180) -> None:
+    """Poll ``check`` (None: done; else what it saw) every second; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    seen: str | None = "nothing yet"
+    while time.monotonic() < deadline:
+        seen = check()
+        if seen is None:
+            return
+        time.sleep(1)
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s (last: {seen})")
+
+
+def image(c: Cluster, component: str) -> str:
+    """The mirror's image reference for ``component`` (as the nodes pull it)."""
+    manifest = json.loads((c.mirror_dir / "manifest.json").read_text())
+    return next(a["image"] for a in manifest["artifacts"]
+                if (a.get("component") or a["name"]) == component and a.get("image"))
+
+
+def agnhost_image(c: Cluster) -> str:
+    return image(c, "agnhost")
+
+
+def nodes_not_ready(c: Cluster) -> str | None:
+    """None when every node of ``c`` is Ready, else which are not (for :func:`wait_until`)."""
+    proc = kubectl(c, "get", "nodes", "-o", "json", check=False)
+    if proc.returncode != 0:
+        return proc.stderr.strip()[-300:]
+    items = json.loads(proc.stdout)["items"]
+    ready = {n["metadata"]["name"] for n in items
+             if any(x["type"] == "Ready" and x["status"] == "True"
+                    for x in n["status"].get("conditions", []))}
+    missing = {n.name for n in c.nodes} - ready
+    return f"not Ready: {sorted(missing)}" if missing else None
+
+
+@pytest.fixture(scope="session")
+def kube_lab() -> Iterator[Lab]:
+    with booted_lab(f"{TEST_LAB}k") as the_lab:
+        yield the_lab
+
+
+@pytest.fixture(scope="session")
+def kube_run_pyinfra(kube_lab: Lab) -> RunPyinfra:
+    return pyinfra_runner(kube_lab)
+
+
+@pytest.fixture(scope="session")
+def kube_data(kube_lab: Lab) -> list[str]:
+    state = load_state(kube_lab.paths)
+    assert state is not None
+    mirror = Path(state.mirror_root) if state.mirror_root else None
+    missing = sorted(set(NEEDED) - (mirror_components(mirror) if mirror else set()))
+    if missing:
+        pytest.skip(f"the mirror lacks {', '.join(missing)} (run `metalseed mirror build`)")
+    # etcd_source is the mirror's 3.6 by default (Kubernetes refuses Debian's 3.4).
+    return list(KUBE_DATA)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(kube_lab: Lab, kube_run_pyinfra: RunPyinfra, kube_data: list[str]) -> Cluster:
+    """The cluster, deployed from bare machines by deploys/cluster.py (etcd, edge, Kubernetes)."""
+    state = load_state(kube_lab.paths)
+    assert state is not None
+    overrides: dict[str, Any] = {}
+    for i in range(1, len(kube_data), 2):
+        k, _, v = kube_data[i].partition("=")
+        overrides[k] = True if v == "True" else v
+    cluster = cluster_from_inventory(pyinfra_inventory(state, **overrides))
+    start = time.monotonic()
+    kube_run_pyinfra("deploys/cluster.py", *kube_data, timeout=1800)
+    TIMINGS["bare machines -> Kubernetes (deploys/cluster.py)"] = time.monotonic() - start
+    print(f"\n{TIMINGS}")
+    return cluster
