@@ -94,3 +94,7 @@ class ArtifactError(DeployError):
 
 class KubernetesError(DeployError):
     """The Kubernetes API refused or failed a request (the client's ApiException, translated)."""
+
+
+class PlacementError(MetalseedError):
+    """Tenants could not be placed on the fleet's seeds (or the fleet file is wrong)."""
