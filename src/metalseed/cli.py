@@ -20,10 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     from metalseed.lab import cli as lab_cli
     from metalseed.mirror import cli as mirror_cli
     from metalseed.pki import cli as pki_cli
+    from metalseed.tenants import cli as tenants_cli
 
     lab_cli.register(sub)
     pki_cli.register(sub)
     mirror_cli.register(sub)
+    tenants_cli.register(sub)
     return parser
 
 

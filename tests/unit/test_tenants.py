@@ -117,3 +117,51 @@ def test_placement_of_many_tenants_stays_within_every_seed() -> None:
     for name, _n, cpu_share, mem_share in load_report(seeds, got,
                                                       {t.name: t.profile for t in tenants}):
         assert cpu_share <= 0.8 + 1e-9 and mem_share <= 0.8 + 1e-9, name
+
+
+FLEET = """
+headroom = 0.2
+[seeds.seed-a]
+inventory = "inventory/seed-a.py"
+cpu = "8"
+memory = "32Gi"
+[seeds.seed-b]
+inventory = "inventory/seed-b.py"
+cpu = "8"
+memory = "32Gi"
+[tenants.acme]
+profile = "small"
+[tenants.globex]
+profile = "medium"
+"""
+
+
+def test_tenants_place_writes_the_placement_and_never_moves_a_tenant(tmp_path, capsys) -> None:
+    from metalseed.cli import main
+    from metalseed.tenants.fleet import load_fleet, read_placement, seed_tenants
+
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET)
+    assert main(["tenants", "place", str(fleet)]) == 0
+    first = read_placement(load_fleet(fleet))
+    assert set(first) == {"acme", "globex"} and set(first.values()) == {"seed-a", "seed-b"}
+    assert "(new)" in capsys.readouterr().out
+    # A new tenant is placed; the others stay where they are, even if the capacity changed.
+    fleet.write_text(FLEET.replace('cpu = "8"', 'cpu = "64"', 1) + '[tenants.initech]\n')
+    assert main(["tenants", "place", str(fleet)]) == 0
+    second = read_placement(load_fleet(fleet))
+    assert {k: second[k] for k in first} == first and "initech" in second
+    on_a = seed_tenants(fleet, "seed-a")
+    assert set(on_a) == {t for t, s in second.items() if s == "seed-a"}
+    assert main(["tenants", "place", "--dry", str(fleet)]) == 0
+
+
+def test_a_bad_fleet_file_is_refused_with_a_suggestion(tmp_path, capsys) -> None:
+    from metalseed.cli import main
+
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET.replace("memory =", "memroy =", 1))
+    assert main(["tenants", "place", str(fleet)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'memroy'" in err and "did you mean 'memory'?" in err
+    assert not (tmp_path / "fleet.placement.toml").exists()
