@@ -65,6 +65,7 @@ def place(seeds: Iterable[Seed], tenants: Iterable[Tenant],
         raise PlacementError(f"headroom must be at least 0 and below 1, found {headroom}")
     loads = {s.name: _Load(s) for s in seeds}
     tenants = list(tenants)
+    requests = {name: p.requests for name, p in PROFILES.items()}
     result: dict[str, str] = {}
     for t in tenants:
         if t.profile not in PROFILES:
@@ -75,17 +76,17 @@ def place(seeds: Iterable[Seed], tenants: Iterable[Tenant],
         if t.seed not in loads:
             raise PlacementError(f"tenant {t.name!r} is placed on {t.seed!r}, which is not in the "
                                  f"fleet ({', '.join(sorted(loads)) or 'no seeds'})")
-        cpu, mem = PROFILES[t.profile].requests
+        cpu, mem = requests[t.profile]
         load = loads[t.seed]
         load.cpu_m, load.memory, load.tenants = load.cpu_m + cpu, load.memory + mem, load.tenants + 1
         result[t.name] = t.seed
     heap = [(load.key(), name) for name, load in loads.items()]
     heapq.heapify(heap)
     unplaced = sorted((t for t in tenants if t.seed is None),
-                      key=lambda t: (tuple(-x for x in PROFILES[t.profile].requests), t.name))
+                      key=lambda t: (-requests[t.profile][0], -requests[t.profile][1], t.name))
     homeless: list[Tenant] = []
     for t in unplaced:
-        cpu, mem = PROFILES[t.profile].requests
+        cpu, mem = requests[t.profile]
         skipped = []
         chosen = None
         # Least loaded first; a seed that is too full for this tenant may still take a smaller one.
