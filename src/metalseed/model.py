@@ -343,9 +343,12 @@ _OWNED_FIELDS = {
 def _component_settings(kind: str, component: str) -> Callable[[object], tuple[tuple[str, Any], ...]]:
     """A mapping of extra fields of a component's configuration file: names known to the pinned
     version's schema (misspelt ones refused with a suggestion), none of the fields metalseed owns."""
-    from metalseed.kube.schema import KUBE_PROXY_CONFIGURATION_FIELDS, KUBELET_CONFIGURATION_FIELDS
+    from metalseed.kube import schema
 
-    known = KUBELET_CONFIGURATION_FIELDS if component == "kubelet" else KUBE_PROXY_CONFIGURATION_FIELDS
+    if component == "kubelet":
+        known, nested = schema.KUBELET_CONFIGURATION_FIELDS, schema.KUBELET_NESTED_FIELDS
+    else:
+        known, nested = schema.KUBE_PROXY_CONFIGURATION_FIELDS, schema.KUBE_PROXY_NESTED_FIELDS
     owned = _OWNED_FIELDS[component]
 
     def parse(value: object) -> tuple[tuple[str, Any], ...]:
@@ -359,9 +362,22 @@ def _component_settings(kind: str, component: str) -> Callable[[object], tuple[t
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise ValueError(f"{hint}field names of {kind} in the pinned Kubernetes "
                                  f"(metalseed.kube.schema); {key!r} is not one")
+            if key in nested:
+                _nested_fields(f"{kind}.{key}", value[key], nested[key])
         return tuple(sorted(value.items()))
 
     return parse
+
+
+def _nested_fields(where: str, value: object, known: frozenset[str]) -> None:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: a mapping of its fields ({', '.join(sorted(known))})")
+    for key in value:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{hint}field names of {where} in the pinned Kubernetes "
+                             f"({', '.join(sorted(known))}); {key!r} is not one")
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -686,6 +702,11 @@ def _check_ports(raw: dict[str, Any], err: Callable[..., None]) -> None:
             "edge_cert_file and edge_key_file together, or neither")
 
 
+# Ports our own services listen on, on the nodes themselves.
+_HOST_PORTS = ("apiserver_port", "etcd_client_port", "etcd_peer_port", "etcd_metrics_port",
+               "edge_http_port", "edge_https_port")
+
+
 def _check_kubernetes(raw: dict[str, Any], err: Callable[..., None]) -> None:
     if not raw.get("kubernetes"):
         return
@@ -694,9 +715,24 @@ def _check_kubernetes(raw: dict[str, Any], err: Callable[..., None]) -> None:
             "with kubernetes = True, an etcd of 3.5.11 or newer (Kubernetes >= 1.31 needs it; "
             "Debian 12 ships 3.4.23): etcd_source = 'mirror' (the mirror's pinned 3.6), or "
             "'tarball'")
-    ports = {raw.get("ingress_http_nodeport"), raw.get("ingress_https_nodeport")}
-    if raw.get("apiserver_port") in ports:
-        err("apiserver_port", raw.get("apiserver_port"), "a port that no ingress NodePort uses")
+    # kube-proxy answers on every NodePort of every node, masters included: a host port of ours
+    # inside the range collides with the ingress NodePorts or with any Service's NodePort.
+    ingress = {raw.get(k): k for k in ("ingress_http_nodeport", "ingress_https_nodeport")}
+    lo, hi = NODEPORT_RANGE
+    for key in _HOST_PORTS:
+        port = raw.get(key)
+        if port in ingress:
+            err(key, port, f"a port that no ingress NodePort uses ({ingress[port]} is {port})")
+        elif isinstance(port, int) and lo <= port <= hi:
+            err(key, port, f"a port outside the NodePort range {lo}-{hi} (with kubernetes = True, "
+                "kube-proxy holds every NodePort on every node)")
+    kubelet = dict(raw.get("kubelet_settings") or ())
+    for field_ in ("port", "readOnlyPort", "healthzPort"):
+        port = kubelet.get(field_)
+        if isinstance(port, int) and not isinstance(port, bool) and lo <= port <= hi:
+            err("kubelet_settings", {field_: port},
+                f"kubelet_settings.{field_} outside the NodePort range {lo}-{hi} "
+                f"({ingress.get(port) or 'a Service NodePort'} would collide with it)")
 
 
 # --------------------------------------------------------------------------------------------

@@ -50,3 +50,30 @@ KUBE_PROXY_CONFIGURATION_FIELDS = frozenset({
     "detectLocalMode", "detectLocal", "clusterCIDR", "nodePortAddresses", "oomScoreAdj", "conntrack",
     "configSyncPeriod", "portRange", "windowsRunAsService",
 })
+
+# Nested structs whose own fields are checked too (a misspelt ``conntrack.maxPerCor`` would
+# otherwise be dropped by the component as silently as a top-level one). From the same types.go
+# files and component-base ``logs/api/v1/types.go`` (LoggingConfiguration).
+LOGGING_CONFIGURATION_FIELDS = frozenset({"format", "flushFrequency", "verbosity", "vmodule",
+                                          "options"})
+
+KUBELET_NESTED_FIELDS: dict[str, frozenset[str]] = {
+    "logging": LOGGING_CONFIGURATION_FIELDS,
+    "memorySwap": frozenset({"swapBehavior"}),
+    "crashLoopBackOff": frozenset({"maxContainerRestartPeriod"}),
+    "userNamespaces": frozenset({"idsPerPod"}),
+}
+
+KUBE_PROXY_NESTED_FIELDS: dict[str, frozenset[str]] = {
+    "logging": LOGGING_CONFIGURATION_FIELDS,
+    "iptables": frozenset({"masqueradeBit", "masqueradeAll", "localhostNodePorts", "syncPeriod",
+                           "minSyncPeriod"}),
+    "ipvs": frozenset({"syncPeriod", "minSyncPeriod", "scheduler", "excludeCIDRs", "strictARP",
+                       "tcpTimeout", "tcpFinTimeout", "udpTimeout"}),
+    "nftables": frozenset({"masqueradeBit", "masqueradeAll", "syncPeriod", "minSyncPeriod"}),
+    "conntrack": frozenset({"maxPerCore", "min", "tcpEstablishedTimeout", "tcpCloseWaitTimeout",
+                            "tcpBeLiberal", "udpTimeout", "udpStreamTimeout"}),
+    "winkernel": frozenset({"networkName", "sourceVip", "enableDSR", "rootHnsEndpointName",
+                            "forwardHealthCheckVip"}),
+    "detectLocal": frozenset({"bridgeInterface", "interfaceNamePrefix"}),
+}
