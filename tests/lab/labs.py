@@ -88,8 +88,13 @@ def pyinfra_runner(lab: Lab) -> Callable[..., subprocess.CompletedProcess[str]]:
         proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=timeout)
         if check and proc.returncode != 0:
-            pytest.fail(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                        f"{proc.stderr[-4000:]}")
+            # pyinfra ends with its results table: the lines that say what went wrong come first.
+            out = (proc.stdout + proc.stderr).splitlines()
+            bad = [line for line in out if any(w in line.lower() for w in (
+                "error", "failed", "exception", "traceback", "timed out", "did not"))]
+            pytest.fail(f"{' '.join(argv)} failed ({proc.returncode}):\n"
+                        + "\n".join(bad[-60:]) + f"\n...\n{proc.stdout[-3000:]}\n"
+                        + proc.stderr[-3000:])
         return proc
 
     return run
