@@ -289,7 +289,7 @@ def test_a_new_apiserver_certificate_rolls_the_masters_one_at_a_time(
     # it again): the only other restarts allowed, and each must say so in its journal.
     for node, unit in restarted - apiservers:
         assert unit in ("kube-controller-manager", "kube-scheduler"), (node, unit)
-        log = kube_lab.ssh(node, f"journalctl -u {unit} --no-pager | grep -c 'leaderelection lost'")
+        log = kube_lab.ssh(node, f"journalctl -u {unit} --no-pager | grep -ci 'leaderelection lost'")
         assert int(log.stdout.strip() or 0) > 0, (node, unit, "restarted without losing its lease")
     starts = sorted(apiserver_starts(kube_lab, c).values())
     # One master after the other: no two API servers started together (monotonic microseconds).
