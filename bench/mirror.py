@@ -60,7 +60,7 @@ def anchor(root: Path) -> tuple[float, set[str]]:
 
 def sizes(root: Path) -> None:
     m = load_manifest(root)
-    by: dict[str, dict[str, int]] = defaultdict(lambda: {"binary": 0, "image": 0})
+    by: dict[str, dict[str, int]] = defaultdict(lambda: {"binary": 0, "image": 0, "data": 0})
     seen: set[str] = set()
     for a in m.artifacts:
         real = os.path.realpath(root / a.path)

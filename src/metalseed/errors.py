@@ -98,3 +98,16 @@ class KubernetesError(DeployError):
 
 class PlacementError(MetalseedError):
     """Tenants could not be placed on the fleet's seeds (or the fleet file is wrong)."""
+
+
+class KubernetesObjectError(MetalseedError, ValueError):
+    """A cluster object metalseed rendered does not fit the pinned Kubernetes' schemas (unknown
+    apiVersion or kind, unknown field, wrong type, missing required field): found offline,
+    before any host is touched. ``problems`` holds one line per problem, each naming the object
+    and the field path."""
+
+    def __init__(self, problems: list[str], version: str) -> None:
+        self.problems = problems
+        self.version = version
+        super().__init__(f"{len(problems)} cluster object problem(s) against the Kubernetes "
+                         f"{version} schemas:\n" + "\n".join(f"  - {p}" for p in problems))

@@ -14,6 +14,9 @@ Operations, the same on every host (workers make the control plane's with nothin
 6. CoreDNS and the node role labels, server-side applied (field manager ``metalseed``) once every
    node registered; then waits on real conditions: every node Ready, CoreDNS Available.
 
+Every object of 4 and 6 is validated against the pinned Kubernetes' OpenAPI schemas (the mirror's
+``kubernetes-openapi``) when the deploy is prepared, before any host is touched.
+
 Objects are compared with a server-side dry run when the run is prepared, so a converged cluster
 reports no change.
 """
@@ -231,6 +234,8 @@ def kubernetes() -> None:
         raise DeployError("kubernetes: set kubernetes = True (with etcd_source = 'mirror' or "
                           "'tarball') to deploy Kubernetes")
     node = _this_node(cluster)
+    # Offline, before any host is touched: every object this run would apply fits the schemas.
+    _shared("objects valid", lambda: ka.validate_all(cluster))
     ensure_store(cluster, host.inventory)
     todo = _shared("downloads", lambda: downloads(cluster))
     kube, flanneld = _shared("binaries", lambda: binaries(cluster))

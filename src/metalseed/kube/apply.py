@@ -17,6 +17,7 @@ from pyinfra.api import FunctionCommand, operation
 from metalseed.errors import ArtifactError, KubernetesError
 from metalseed.kube import client as kc
 from metalseed.kube import objects as o
+from metalseed.kube import openapi
 from metalseed.model import Cluster
 
 FIELD_MANAGER = "metalseed"
@@ -161,10 +162,27 @@ BOOTSTRAP_OP = "kubernetes: RBAC for the node agents (server-side apply)"
 ADDONS_OP = "kubernetes: CoreDNS and node roles (server-side apply)"
 
 
-def objects_of(cluster: Cluster, which: str) -> list[dict[str, Any]]:
+OBJECT_SETS = (BOOTSTRAP, ADDONS)
+
+
+def _rendered(cluster: Cluster, which: str) -> list[dict[str, Any]]:
     if which == BOOTSTRAP:
         return o.bootstrap_objects()
     return o.addon_objects(cluster, coredns_image(cluster))
+
+
+def objects_of(cluster: Cluster, which: str) -> list[dict[str, Any]]:
+    """One set of objects, as rendered, checked against the pinned version's schemas (nothing
+    that does not fit is ever sent)."""
+    objects = _rendered(cluster, which)
+    openapi.validate(objects, openapi.load(cluster.mirror_dir))
+    return objects
+
+
+def validate_all(cluster: Cluster) -> None:
+    """Every object the deploy applies, against the schemas: all problems of all sets at once."""
+    schemas = openapi.load(cluster.mirror_dir)
+    openapi.validate([x for which in OBJECT_SETS for x in _rendered(cluster, which)], schemas)
 
 
 def _apply_all(cluster: Cluster, which: str) -> None:

@@ -43,7 +43,7 @@ from metalseed.mirror.oci import (
     write_archive,
 )
 from metalseed.mirror.pins import Pin, Pins, load_pins, repo_root
-from metalseed.mirror.recipes import TEXTS, GoBuild, ImageRecipe, Recipe, recipes
+from metalseed.mirror.recipes import TEXTS, GoBuild, ImageRecipe, OpenAPIRecipe, Recipe, recipes
 
 FORMAT = 1  # bump to rebuild everything after a change in how artifacts are laid out
 BUSYBOX = Path("/bin/busybox")
@@ -299,6 +299,8 @@ class Builder:
         if recipe.pause_c:
             self.timed(c, "compile pause.c", self.compile_pause, c, pin, moddir, work / "bin")
         artifacts = self.install_binaries(recipe, pin, work / "bin")
+        if isinstance(recipe, OpenAPIRecipe):
+            artifacts.append(self.timed(c, "bundle schemas", self.bundle_openapi, recipe, pin, moddir))
         for img in recipe.images:
             ref = pin.images[img.reference_index]
             artifacts.append(self.timed(c, f"image {ref}", self.make_image, img, ref, pin))
@@ -354,6 +356,23 @@ class Builder:
         ]
         self.run(c, "gcc pause.c", ["gcc", *flags], out, self.env())
         self.run(c, "strip pause", ["strip", str(out / "pause")], out, self.env())
+
+    def module_dir(self, c: str, pin: Pin, moddir: Path) -> Path:
+        out = self.run(c, "module dir", ["go", "mod", "download", "-json",
+                                         f"{pin.module}@{pin.module_version}"], moddir, self.env())
+        return Path(json.loads(out[out.index("{") :])["Dir"])
+
+    def bundle_openapi(self, recipe: OpenAPIRecipe, pin: Pin, moddir: Path) -> Artifact:
+        from metalseed.kube.openapi import bundle
+
+        spec = self.module_dir(recipe.component, pin, moddir) / recipe.spec_dir
+        rel = f"data/kubernetes-openapi-{pin.version}.json"
+        dst = self.root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.write_text(json.dumps(bundle(spec, pin.version), sort_keys=True, separators=(",", ":")))
+        os.replace(tmp, dst)
+        return self._artifact(recipe.component, pin, rel, "data", recipe.component)
 
     def install_binaries(self, recipe: Recipe, pin: Pin, built: Path) -> list[Artifact]:
         bindir = self.root / "bin"

@@ -16,7 +16,7 @@ from typing import Literal
 from metalseed.errors import MirrorError, MirrorIntegrityError
 
 MANIFEST = "manifest.json"
-Kind = Literal["binary", "image"]
+Kind = Literal["binary", "image", "data"]  # data: operator-side files (schemas)
 Source = Literal["built", "downloaded"]
 
 

@@ -48,6 +48,16 @@ class Recipe:
     images: tuple[ImageRecipe, ...] = ()
 
 
+@dataclass(frozen=True)
+class OpenAPIRecipe(Recipe):
+    """The OpenAPI v3 schemas of the pin's k8s.io/kubernetes module, bundled into one data file.
+
+    A subclass (not a Recipe field) so that every other recipe's repr, part of its cache key,
+    stays as it was."""
+
+    spec_dir: str = "api/openapi-spec/v3"
+
+
 CNI = "github.com/containernetworking/plugins/plugins"
 CNI_VERSION = "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion"
 CONTAINERD = "github.com/containerd/containerd/v2"
@@ -210,6 +220,7 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
                 _kube_image("kube-scheduler", 2),
             ),
         ),
+        OpenAPIRecipe("kubernetes-openapi"),
         Recipe(
             "flannel",
             gomod="flannel",
