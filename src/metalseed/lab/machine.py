@@ -292,7 +292,9 @@ def kill(lab: str, name: str, layout: cgroup.Layout, recorded: list[int]) -> Non
             break
     if frozen:
         cgroup.set_frozen(layout, lab, name, False)
-    deadline = time.monotonic() + 10
+    # SIGKILLed processes still take their time to exit when the host is loaded: a Kubernetes
+    # machine's kube-apiserver needed more than 10 s at a load average of 200 here.
+    deadline = time.monotonic() + 60
     while True:
         for pid in list(_CHILDREN):
             if _CHILDREN[pid].poll() is not None:
