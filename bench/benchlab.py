@@ -15,12 +15,16 @@ import contextlib
 import fcntl
 import shutil
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from metalseed.lab import Lab
 
 REPO = Path(__file__).resolve().parents[1]
+# The edge benches put the lab tests' NodePort backend on the workers (tests/lab/nodeport_backend.py).
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
 
 
 def add_lab_arguments(ap: argparse.ArgumentParser, bench: str, own: str, shape: str) -> None:

@@ -11,7 +11,9 @@ On a lab of its own (``edgeb``, 3 masters + 2 workers; or ``--lab NAME``, one th
 - restore (restart the machine, re-converge) before the next run.
 
 Then requests/s through the edge (HTTPS on the VIP, TLS terminated, proxied to both workers)
-against straight to one worker's NodePort (plain HTTP), in the same process, with ``wrk``.
+against straight to one worker's NodePort (plain HTTP), in the same process, with ``wrk``. No
+Kubernetes runs here: the workers' NodePort is the lab tests' small nginx backend
+(tests/lab/nodeport_backend.py).
 
     .venv/bin/python bench/edge.py [--lab NAME | --name NAME] [--runs 5] [--seconds 5] [--quick]
 
@@ -30,6 +32,7 @@ import time
 from dataclasses import dataclass
 
 from benchlab import add_lab_arguments, lab_for
+from tests.lab import nodeport_backend
 
 from metalseed import edgeprobe as probe
 from metalseed.lab import Lab
@@ -121,6 +124,7 @@ def main() -> None:
 def measure(lab: Lab, args: argparse.Namespace, settings: tuple[str, ...], rounds: int) -> None:
     cluster = cluster_from_inventory(probe.lab_inventory(lab))
     init_pki(cluster)
+    nodeport_backend.install(lab, cluster)
 
     if not args.skip_failover:
         print(f"VIP failover on a crash of the holder ({args.runs} runs each, medians)")

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from benchlab import add_lab_arguments, lab_for  # noqa: E402
+from tests.lab import nodeport_backend  # noqa: E402
 
 from metalseed import edgeprobe, etcdprobe  # noqa: E402
 from metalseed.model import Cluster, cluster_from_inventory  # noqa: E402
@@ -70,6 +71,7 @@ def main() -> int:
     with lab_for(args, masters=3, workers=2) as lab:
         pyinfra(lab.name, "deploys/cluster.py")
         cluster = cluster_from_inventory(edgeprobe.lab_inventory(lab))
+        nodeport_backend.install(lab, cluster)  # what the HTTPS client reaches behind the edge
         ctx = edgeprobe.tls_context(bundle_path(store_for(cluster), "edge/ca"))
         times, anchors, failed, lost, gaps, requests, writes = [], [], [], [], [], [], []
         for _ in range(args.runs):

@@ -1,11 +1,11 @@
 """The whole cluster, in order: etcd, the HA edge, the certificate expiry timer, and Kubernetes
-where ``kubernetes = True`` (control plane, nodes, flannel, CoreDNS); it ends with a summary of
-what you have (the VIP's URL, the edge CA, the kubeconfig) and what to run next.
+where ``kubernetes = True`` (control plane, nodes, flannel, CoreDNS, the ingress controller on the
+workers' NodePort); it ends with a summary of what you have (the VIP's URL, the edge CA, the
+kubeconfig) and what to run next.
 
     pyinfra INVENTORY deploys/cluster.py
 
-The PKI store is converged first (``metalseed pki init`` does the same by hand); in the lab
-(the inventory's ``lab`` group) the workers also get the LAB STAND-IN for the ingress controller.
+The PKI store is converged first (``metalseed pki init`` does the same by hand).
 """
 
 from pyinfra import host
@@ -14,7 +14,6 @@ from metalseed.deploys.certcheck import certcheck
 from metalseed.deploys.edge import edge
 from metalseed.deploys.etcd import etcd
 from metalseed.deploys.kubernetes import kubernetes
-from metalseed.deploys.standin import lab_ingress_standin
 from metalseed.deploys.summary import summary
 from metalseed.model import cluster_from_inventory
 
@@ -23,6 +22,4 @@ edge()
 certcheck()
 if cluster_from_inventory(host.inventory).kubernetes.enabled:  # the same on every host
     kubernetes()
-if "lab" in host.groups:
-    lab_ingress_standin()
 summary()

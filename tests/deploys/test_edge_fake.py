@@ -17,7 +17,6 @@ from pyinfra.connectors.fake import FakeConnector
 
 from metalseed.deploys import converge as cv
 from metalseed.deploys import edge as d
-from metalseed.deploys.standin import lab_ingress_standin, standin_spec
 from metalseed.errors import DeployError
 from metalseed.model import cluster_from_inventory
 from metalseed.pki.issue import init_pki, store_for
@@ -103,7 +102,6 @@ def converged_responses(tmp_path: Path, **data: Any) -> dict[str, dict[str, Any]
     material = d.serving_material(cluster)
     out = {m.name: {FACT: cv.converged_snapshot(d.master_spec(cluster, m, material))}
            for m in cluster.masters}
-    out.update({w.name: {FACT: cv.converged_snapshot(standin_spec(cluster))} for w in cluster.workers})
     return out
 
 
@@ -152,14 +150,16 @@ def test_bare_masters_get_everything_in_one_serial_operation(
 def test_second_run_on_a_converged_edge_is_one_command_per_master(
         tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
     responses = converged_responses(tmp_path)
-    state = run(make_state(tmp_path, responses), d.edge, lab_ingress_standin)
+    state = run(make_state(tmp_path, responses), d.edge)
     assert changed(state) == {}
     assert uploads == {}
-    # As `pyinfra -y` runs it: the whole edge costs one command per host -- the fact.
-    state = run(make_state(tmp_path, responses, check_for_changes=False), d.edge, lab_ingress_standin)
-    for name in (*MASTERS, *WORKERS):  # and no VIP check: nothing changed
+    # As `pyinfra -y` runs it: the whole edge costs one command per master -- the fact.
+    state = run(make_state(tmp_path, responses, check_for_changes=False), d.edge)
+    for name in MASTERS:  # and no VIP check: nothing changed
         assert len(commands(state, name, facts=True)) == 1
-    assert len(state.get_op_order()) == 3
+    for name in WORKERS:  # the edge has nothing on a worker
+        assert commands(state, name, facts=True) == []
+    assert len(state.get_op_order()) == 2
 
 
 def test_a_vip_that_does_not_settle_fails_the_run(
@@ -200,16 +200,6 @@ def test_new_certificate_is_checked_and_reloaded_and_the_old_one_removed(
     assert cmds.index("systemctl reload nginx.service") < cmds.index(d.HEALTH_WAIT)
     assert cmds[-1].startswith(f"find {r.NGINX_DIR} -maxdepth 1 -name 'edge-*.pem*' ! -name edge-")
     assert "keepalived.service" not in " ".join(cmds)
-
-
-def test_lab_standin_goes_to_workers_only(tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:
-    state = run(make_state(tmp_path), lab_ingress_standin)
-    assert set(changed(state)) == {f"@fake/{w}" for w in WORKERS}
-    assert set(uploads["@fake/w1"]) == {r.STANDIN_CONF + cv.STAGED_SUFFIX, r.STANDIN_UNIT + cv.STAGED_SUFFIX}
-    cmds = commands(state, "w1")
-    assert cmds.index("systemctl daemon-reload") < cmds.index(f"systemctl start {r.STANDIN_UNIT_NAME}")
-    for m in MASTERS:
-        assert commands(state, m, facts=True) == []
 
 
 def test_operators_own_certificate_is_served(tmp_path: Path, uploads: dict[str, dict[str, bytes]]) -> None:

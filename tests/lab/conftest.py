@@ -24,7 +24,13 @@ from pathlib import Path
 import pytest
 
 from metalseed.lab import Lab
-from tests.lab.kube import kube_cluster, kube_data, kube_lab, kube_run_pyinfra  # noqa: F401
+from tests.lab.kube import (  # noqa: F401
+    kube_app,
+    kube_cluster,
+    kube_data,
+    kube_lab,
+    kube_run_pyinfra,
+)
 from tests.lab.labs import (  # noqa: F401  (re-exported: tests import them from here)
     LAB_INVENTORY,
     MASTERS,

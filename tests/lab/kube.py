@@ -20,6 +20,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from metalseed.lab import Lab
 from metalseed.lab.inventory import pyinfra_inventory
 from metalseed.lab.state import load as load_state
 from metalseed.model import Cluster, cluster_from_inventory
-from tests.lab.labs import TEST_LAB, booted_lab, pyinfra_runner
+from tests.lab.labs import REPO, TEST_LAB, booted_lab, pyinfra_runner
 
 RunPyinfra = Callable[..., subprocess.CompletedProcess[str]]
 NEEDED = ("kubernetes", "flannel", "flannel-cni-plugin", "coredns", "agnhost", "etcd")
@@ -132,3 +133,147 @@ def kube_cluster(kube_lab: Lab, kube_run_pyinfra: RunPyinfra, kube_data: list[st
     TIMINGS["bare machines -> Kubernetes (deploys/cluster.py)"] = time.monotonic() - start
     print(f"\n{TIMINGS}")
     return cluster
+
+
+# ---------------------------------------------------------------------------------------------
+# An application behind the edge: agnhost netexec behind a Service and an Ingress of class nginx
+
+
+APP_NAMESPACE = "metalseed-app"
+APP_NAME = "netexec"
+APP_REPLICAS = 2
+
+APP = """apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      # One replica per worker while both are up: a worker's loss leaves one serving.
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              podAffinityTerm:
+                labelSelector:
+                  matchLabels: {{app: {name}}}
+                topologyKey: kubernetes.io/hostname
+      containers:
+        - name: agnhost
+          image: {image}
+          args: ["netexec", "--http-port=8080"]
+          ports: [{{name: http, containerPort: 8080}}]
+          readinessProbe:
+            httpGet: {{path: /healthz, port: http}}
+            periodSeconds: 2
+          securityContext:
+            allowPrivilegeEscalation: false
+            capabilities: {{drop: [ALL]}}
+            runAsNonRoot: true
+            runAsUser: 65534
+            seccompProfile: {{type: RuntimeDefault}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  ingressClassName: nginx
+  rules:
+    - host: {host}
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: {name}
+                port: {{name: http}}
+"""
+
+
+@dataclass(frozen=True)
+class KubeApp:
+    """What a client needs to reach the app through the edge (nginx on the VIP -> a worker's
+    NodePort -> Traefik -> a pod): ``curl --cacert {ca} --resolve {host}:{port}:{vip} {url}``.
+
+    The pods run agnhost ``netexec``: ``/hostname`` answers with the pod's name,
+    ``/header?key=X-Forwarded-For`` with that request header as the pod received it."""
+
+    host: str
+    vip: str
+    port: int
+    ca: Path
+    namespace: str
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}{'' if self.port == 443 else f':{self.port}'}/"
+
+    @property
+    def resolve(self) -> str:
+        return f"{self.host}:{self.port}:{self.vip}"
+
+    def curl(self, path: str = "/", *extra: str, timeout: float = 5) -> list[str]:
+        """argv of a curl of ``path`` on the app through the edge, TLS verified by name."""
+        return ["curl", "-sS", "--max-time", f"{timeout:g}", "--cacert", str(self.ca),
+                "--resolve", self.resolve, *extra, self.url.rstrip("/") + path]
+
+    def pods(self, c: Cluster) -> list[str]:
+        out = kubectl(c, "-n", self.namespace, "get", "pods", "-l", f"app={self.name}", "-o",
+                      "jsonpath={.items[*].metadata.name}").stdout
+        return out.split()
+
+
+def app_host(c: Cluster) -> str:
+    """A name under the lab's ``*.<lab>.test``, which the edge's certificate covers."""
+    return f"app.{c.name}.test"
+
+
+@pytest.fixture(scope="session")
+def kube_app(kube_cluster: Cluster) -> KubeApp:
+    """agnhost netexec (2 replicas, one per worker) behind a Service and an Ingress of class
+    ``nginx``, deployed once per session and answering through the edge before it is returned."""
+    from metalseed.pki.issue import store_for
+
+    c = kube_cluster
+    ca = store_for(c).cert_path("edge/ca")
+    app = KubeApp(host=app_host(c), vip=str(c.vip), port=c.edge.https_port,
+                  ca=ca if ca.is_absolute() else REPO / ca, namespace=APP_NAMESPACE, name=APP_NAME)
+    kubectl(c, "apply", "--server-side", "--field-manager=metalseed-tests", "-f", "-",
+            timeout=120, input=APP.format(ns=app.namespace, name=app.name, replicas=APP_REPLICAS,
+                                          image=agnhost_image(c), host=app.host))
+    kubectl(c, "-n", app.namespace, "rollout", "status", f"deployment/{app.name}",
+            "--timeout=300s", timeout=330)
+
+    def through_the_edge() -> str | None:
+        proc = subprocess.run(app.curl("/hostname", "-w", "\n%{http_code}"), capture_output=True,
+                              text=True, timeout=30, check=False)
+        body, _, code = proc.stdout.rpartition("\n")
+        return None if code == "200" and body in app.pods(c) else f"{code} {body[:100]} {proc.stderr}"
+
+    wait_until(f"{app.url} answers through the edge from a pod", through_the_edge, timeout=120)
+    return app

@@ -1,4 +1,5 @@
-"""The HA edge on real lab machines: HTTPS on the VIP to the (lab stand-in) ingress, TLS quality by a
+"""The HA edge on real lab machines: HTTPS on the VIP to the workers' NodePort (the tests' own
+backend there, tests/lab/nodeport_backend.py: this lab runs no Kubernetes), TLS quality by a
 real scanner, VIP failover under a continuous client, a dead worker, idempotence.
 
 Traffic goes only to the VIP and lab machine addresses; every client loop is bounded. Every fault is
@@ -26,6 +27,7 @@ from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.pki.issue import store_for
 from metalseed.probe import pyinfra_totals
 from metalseed.render import edge as r
+from tests.lab import nodeport_backend
 
 pytestmark = pytest.mark.lab
 
@@ -41,6 +43,7 @@ def converge(lab: Lab, run_pyinfra: RunPyinfra) -> subprocess.CompletedProcess[s
 def edge(lab: Lab, run_pyinfra: RunPyinfra) -> Iterator[Cluster]:
     converge(lab, run_pyinfra)
     cluster = cluster_from_inventory(probe.lab_inventory(lab))
+    nodeport_backend.install(lab, cluster)
     probe.wait_holder(lab, cluster, expected=r.expected_holder(cluster).name)
     yield cluster
 
@@ -71,10 +74,13 @@ def test_https_on_the_vip_reaches_the_workers_with_host_intact(edge: Cluster, ca
         nodes.add(reply.fields["node"])
     assert nodes == {w.name for w in edge.workers}
 
+    # A client's own X-Forwarded-For is replaced by the address the edge saw, never passed on.
     out = subprocess.run(["curl", "-sS", "--max-time", "5", "--cacert", str(ca), "-H",
-                          "Host: shop.example.test", f"https://{vip(edge)}/cart"],
+                          "Host: shop.example.test", "-H", "X-Forwarded-For: 203.0.113.9",
+                          f"https://{vip(edge)}/cart"],
                          capture_output=True, text=True, check=True).stdout
     assert "host=shop.example.test" in out and "proto=https" in out
+    assert f"xff={reply.fields['xff']}\n" in out and "203.0.113.9" not in out
 
 
 def test_http_redirects_to_https(edge: Cluster) -> None:
@@ -130,9 +136,9 @@ def test_second_run_changes_nothing(edge: Cluster, lab: Lab, run_pyinfra: RunPyi
     total = pyinfra_totals(proc.stdout + proc.stderr)
     took = time.monotonic() - t0
     assert total["success"] == 0 and total["error"] == 0
-    # Two operations (the edge, the lab stand-in) on every host, and the VIP gate (run once, and
-    # asking nothing when nothing changed); none changed anything.
-    assert total["no_change"] == total["hosts"] == 2 * len(edge.nodes) + 1
+    # One operation (the edge's converge) on every host, and the VIP gate (run once, and asking
+    # nothing when nothing changed); none changed anything.
+    assert total["no_change"] == total["hosts"] == len(edge.nodes) + 1
     print(f"\nedge: no-change run on {len(edge.nodes)} machines took {took:.2f} s")
 
 

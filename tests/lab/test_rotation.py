@@ -26,6 +26,7 @@ from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.pki.issue import store_for
 from metalseed.pki.rotation import bundle_path
 from metalseed.probe import pyinfra_totals
+from tests.lab import nodeport_backend
 
 pytestmark = pytest.mark.lab
 
@@ -54,7 +55,9 @@ def installed_rows(output: str) -> list[str]:
 @pytest.fixture(scope="module")
 def cluster(lab: Lab, run_pyinfra: RunPyinfra) -> Iterator[Cluster]:
     run_pyinfra("deploys/cluster.py")
-    yield cluster_from_inventory(edgeprobe.lab_inventory(lab))
+    cluster = cluster_from_inventory(edgeprobe.lab_inventory(lab))
+    nodeport_backend.install(lab, cluster)  # what the HTTPS client reaches behind the edge
+    yield cluster
 
 
 def test_short_lived_certificates_are_flagged_then_renewed(

@@ -109,8 +109,6 @@ def renders(c: Cluster) -> dict[str, str]:
         out[f"etcd/{m.name}/metalseed-etcd.service"] = etcd.render_unit(c, m)
     out["edge/nginx.conf"] = edge.nginx_conf(c, bundle_path())
     out["edge/60-metalseed-edge.conf"] = edge.sysctl_conf()
-    out["lab-standin/nginx.conf"] = edge.standin_conf(c)
-    out["lab-standin/metalseed-lab-ingress-standin.service"] = edge.standin_unit()
     out["etcd/etcdctl.env"] = etcd.render_etcdctl_env(c)
     token = etcd.cluster_token(c)
     for state in ("new", "existing"):

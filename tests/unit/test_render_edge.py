@@ -124,9 +124,11 @@ def test_proxy_to_every_worker_keeps_host_and_retries_the_next() -> None:
     conf = r.nginx_conf(c, "/x")
     for i in (1, 2, 3):
         assert f"server 10.20.0.2{i}:31080 max_fails=1" in conf
-    for header in ("Host $host", "X-Forwarded-For $proxy_add_x_forwarded_for",
-                   "X-Forwarded-Proto $scheme"):
+    # The client's own X-Forwarded-For is replaced, never extended: the edge is the first proxy.
+    for header in ("Host $host", "X-Forwarded-For $remote_addr", "X-Forwarded-Proto $scheme",
+                   "X-Forwarded-Host $host", "X-Real-IP $remote_addr"):
         assert f"proxy_set_header {header};" in conf
+    assert "proxy_add_x_forwarded_for" not in conf
     assert f"proxy_connect_timeout {r.CONNECT_TIMEOUT};" in conf
     assert "proxy_next_upstream error timeout;" in conf
     assert "proxy_next_upstream_tries 3;" in conf
@@ -171,9 +173,17 @@ def test_rendered_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
     conf.write_text(r.nginx_conf(cluster(edge_vrrp_unicast=True), str(pem)))
     res = _nginx_t(conf)
     assert res.returncode == 0, res.stderr
-    stand = tmp_path / "standin.conf"
-    stand.write_text(r.standin_conf(cluster()))
-    res = _nginx_t(stand)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_the_lab_tests_nodeport_backend_passes_nginx_t(tmp_path: Path) -> None:
+    from tests.lab import nodeport_backend as backend
+
+    conf = tmp_path / "backend.conf"
+    conf.write_text(backend.nginx_conf(30123))
+    assert "listen 30123 default_server;" in conf.read_text()
+    assert "node=$hostname" in conf.read_text() and "TEST BACKEND" in backend.unit()
+    res = _nginx_t(conf)
     assert res.returncode == 0, res.stderr
 
 
@@ -197,14 +207,6 @@ def test_bundle_holds_chain_key_and_dh_group_and_is_named_by_content() -> None:
     assert b.path != other.path and b.path.startswith(r.NGINX_DIR + "/edge-")
     assert b.path == r.bundle(b"-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----",
                               fake_pem(b"PRIVATE KEY", b"K")).path
-
-
-def test_standin_is_labelled_and_answers_with_node_and_host() -> None:
-    conf = r.standin_conf(cluster(ingress_http_nodeport=30123))
-    assert "LAB STAND-IN" in conf and "LAB STAND-IN" in r.standin_unit()
-    assert "listen 30123 default_server;" in conf
-    assert "node=$hostname" in conf and "host=$host" in conf
-    assert r.STANDIN_UNIT_NAME.startswith("metalseed-lab-")
 
 
 # ---------------------------------------------------------------------------------------------

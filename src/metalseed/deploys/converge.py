@@ -10,7 +10,7 @@ DESIGN.md), and a change is applied in a safe order:
    restarted, where its file says so) only when one of its own files changed;
 4. the unit's health command must pass before the operation, and so the host, is done.
 
-Used by the edge, the lab ingress stand-in and the certificate-check timer.
+Used by the edge, the certificate-check timer, containerd and Kubernetes.
 """
 
 from __future__ import annotations

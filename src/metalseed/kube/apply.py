@@ -1,5 +1,6 @@
 """Cluster objects into the API: server-side apply (field manager ``metalseed``), then waits on
-real conditions (every node Ready, CoreDNS Available).
+real conditions (every node Ready, CoreDNS Available, the ingress controller available on every
+worker).
 
 Whether anything would change is decided when the run is prepared: each object is applied with
 ``dryRun=All`` and compared with what the API holds, so a converged cluster reports no change
@@ -16,29 +17,39 @@ from pyinfra.api import FunctionCommand, operation
 
 from metalseed.errors import ArtifactError, KubernetesError
 from metalseed.kube import client as kc
+from metalseed.kube import ingress
 from metalseed.kube import objects as o
 from metalseed.kube import openapi
 from metalseed.model import Cluster
 
 FIELD_MANAGER = "metalseed"
-WAIT_OP = "kubernetes: every node Ready, CoreDNS Available"
+WAIT_OP = "kubernetes: every node Ready, CoreDNS and the ingress controller available"
 NODES_TIMEOUT = 300.0
 DEPLOYMENT_TIMEOUT = 300.0
 _VOLATILE = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid")
 
 
-def coredns_image(cluster: Cluster) -> str:
-    """CoreDNS as the mirror names its image (containerd pulls it through the mirror)."""
+def mirror_image(cluster: Cluster, component: str) -> str:
+    """``component``'s image as the mirror names it (containerd pulls it through the mirror), or
+    the pinned upstream reference without a mirror."""
     from metalseed.mirror import load_manifest, load_pins
 
     if cluster.mirror_url:
         refs = [a.image for a in load_manifest(cluster.mirror_dir).images()
-                if (a.component or a.name) == "coredns" and a.image]
+                if (a.component or a.name) == component and a.image]
         if not refs:
-            raise ArtifactError(f"the mirror manifest under {cluster.mirror_dir} has no CoreDNS "
+            raise ArtifactError(f"the mirror manifest under {cluster.mirror_dir} has no {component} "
                                 "image (run `metalseed mirror build`)")
         return refs[0]
-    return load_pins().get("coredns").images[0]
+    return load_pins().get(component).images[0]
+
+
+def coredns_image(cluster: Cluster) -> str:
+    return mirror_image(cluster, "coredns")
+
+
+def traefik_image(cluster: Cluster) -> str:
+    return mirror_image(cluster, "traefik")
 
 
 def describe(obj: dict[str, Any]) -> str:
@@ -156,10 +167,34 @@ def wait_deployment_available(cluster: Cluster, namespace: str, name: str,
                 "ready", check, timeout)
 
 
+def wait_daemonset_available(cluster: Cluster, namespace: str, name: str, nodes: int,
+                             timeout: float = DEPLOYMENT_TIMEOUT) -> None:
+    """Until the DaemonSet's current pods run and are available on all ``nodes`` it selects."""
+    dyn = kc.dynamic(kc.api_client(cluster))
+    daemonsets = _resource(dyn, {"apiVersion": "apps/v1", "kind": "DaemonSet",
+                                 "metadata": {"name": name}})
+
+    def check() -> str | None:
+        d = kc.translated(f"reading DaemonSet {namespace}/{name}", lambda: daemonsets.get(
+            name=name, namespace=namespace, _request_timeout=kc.REQUEST_TIMEOUT)).to_dict()
+        st = d.get("status") or {}
+        desired = st.get("desiredNumberScheduled") or 0
+        updated = st.get("updatedNumberScheduled") or 0
+        available = st.get("numberAvailable") or 0
+        seen = (d.get("metadata") or {}).get("generation") == st.get("observedGeneration")
+        if seen and desired >= nodes and updated == desired and available == desired:
+            return None
+        return (f"{available} available, {updated} updated of {desired} scheduled "
+                f"(want {nodes}){'' if seen else ', spec change not observed yet'}")
+
+    kc.wait_for(f"DaemonSet {namespace}/{name}", f"every pod available on {nodes} node(s)", check,
+                timeout)
+
+
 BOOTSTRAP = "bootstrap"
 ADDONS = "addons"
 BOOTSTRAP_OP = "kubernetes: RBAC for the node agents (server-side apply)"
-ADDONS_OP = "kubernetes: CoreDNS and node roles (server-side apply)"
+ADDONS_OP = "kubernetes: CoreDNS, node roles, the ingress controller (server-side apply)"
 
 
 OBJECT_SETS = (BOOTSTRAP, ADDONS)
@@ -168,7 +203,8 @@ OBJECT_SETS = (BOOTSTRAP, ADDONS)
 def _rendered(cluster: Cluster, which: str) -> list[dict[str, Any]]:
     if which == BOOTSTRAP:
         return o.bootstrap_objects()
-    return o.addon_objects(cluster, coredns_image(cluster))
+    return [*o.addon_objects(cluster, coredns_image(cluster)),
+            *ingress.ingress_objects(cluster, traefik_image(cluster))]
 
 
 def objects_of(cluster: Cluster, which: str) -> list[dict[str, Any]]:
@@ -195,6 +231,7 @@ def _apply_all(cluster: Cluster, which: str) -> None:
 def _wait_all(cluster: Cluster) -> None:
     wait_nodes_ready(cluster)
     wait_deployment_available(cluster, o.NAMESPACE, o.COREDNS)
+    wait_daemonset_available(cluster, ingress.NAMESPACE, ingress.NAME, len(cluster.workers))
 
 
 @operation()

@@ -67,6 +67,9 @@ def cluster_data(s: LabState) -> dict[str, Any]:
         # The mirror the lab serves on its bridge, and the operator-side copy of its manifest.
         data["mirror_url"] = s.mirror_url
         data["mirror_dir"] = str(s.mirror_root)
+    # The lab has no DNS: a client reaches an app by name with `curl --resolve
+    # app.<lab>.test:443:<VIP>`, and the edge's certificate must name it for TLS to verify.
+    data["edge_hostnames"] = [f"*.{s.name}.test"]
     if s.oom_score_adj_restricted:
         data["containerd_restrict_oom_score_adj"] = True
     # A machine's /proc/sys is read-only: kube-proxy must leave the conntrack table size and

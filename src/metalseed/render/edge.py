@@ -182,20 +182,3 @@ def nginx_conf(cluster: Cluster, bundle_path: str) -> str:
         health_path=HEALTH_PATH,
         apiserver_port=cluster.apiserver_port,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Lab stand-in for the ingress controller (the lab has no Kubernetes)
-
-STANDIN_UNIT_NAME = "metalseed-lab-ingress-standin.service"
-STANDIN_UNIT = f"/etc/systemd/system/{STANDIN_UNIT_NAME}"
-STANDIN_CONF = "/etc/metalseed/lab-ingress-standin/nginx.conf"
-
-
-def standin_conf(cluster: Cluster) -> str:
-    """nginx answering on the ingress NodePort with its node name and the request's headers."""
-    return render("lab-standin/nginx.conf.j2", nodeport=cluster.ingress_http_nodeport)
-
-
-def standin_unit() -> str:
-    return render("lab-standin/metalseed-lab-ingress-standin.service.j2", conf=STANDIN_CONF)
