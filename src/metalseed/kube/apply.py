@@ -17,9 +17,8 @@ from pyinfra.api import FunctionCommand, operation
 
 from metalseed.errors import ArtifactError, KubernetesError
 from metalseed.kube import client as kc
-from metalseed.kube import ingress
+from metalseed.kube import ingress, openapi
 from metalseed.kube import objects as o
-from metalseed.kube import openapi
 from metalseed.model import Cluster
 
 FIELD_MANAGER = "metalseed"
