@@ -224,8 +224,11 @@ def boot(
     return proc.pid
 
 
-def find_leader(nspawn_pid: int, timeout: float = 5) -> int:
-    """The container's PID 1 as seen from the host: nspawn's child that runs systemd."""
+def find_leader(nspawn_pid: int, timeout: float = 60) -> int:
+    """The container's PID 1 as seen from the host: nspawn's child that runs systemd.
+
+    Returns as soon as it runs; the deadline is long because at a load average of 200 (five
+    engineers' labs and Go builds on 2 cores) nspawn was seen taking more than 5 s to get there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
