@@ -273,3 +273,12 @@ def test_the_member_to_replace_must_be_a_master() -> None:
         with pytest.raises(ModelError, match="one of m1, m2, m3") as info:
             playbook_inputs(c, {"etcd_replace": bad}, defaults)
         assert info.value.field == "etcd_replace"
+
+
+def test_kubernetes_clusters_fail_over_fast_unless_told_otherwise() -> None:
+    # The API is promised back within 2 s of a crash of the VIP holder; the default advert
+    # interval alone waits 3.45 s before a backup takes over.
+    assert build_cluster(hosts(common={"kubernetes": True})).edge.failover == "fast"
+    told = build_cluster(hosts(common={"kubernetes": True, "edge_failover": "default"}))
+    assert told.edge.failover == "default" and told.edge.advert_int == 1.0
+    assert build_cluster(hosts()).edge.failover == "default"
