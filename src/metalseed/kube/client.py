@@ -25,13 +25,25 @@ def admin_kubeconfig(cluster: Cluster) -> Path:
     return store_for(cluster).root / "kubeconfig" / "admin.conf"
 
 
+# TCP keepalive on every connection to the VIP: probed after 1 s without a byte, dropped when 2
+# probes 1 s apart go unanswered. A connection the crashed VIP holder took with it answers
+# nothing, and a request waiting on it (a watch, or a response the dead holder owed) would wait
+# for its read timeout; a probe reaches the new holder, whose RST ends it at once. A slow API
+# server does not trip it: its kernel answers the probes. (client-go idles 30 s first.)
+KEEPALIVE = {"idle": 1, "interval": 1, "count": 2}
+
+
 def api_client(cluster: Cluster) -> Any:
+    from kubernetes.client import Configuration
     from kubernetes.config import new_client_from_config
+    from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 
     path = admin_kubeconfig(cluster)
     if not path.is_file():
         raise KubernetesError(f"no admin kubeconfig at {path} (run `metalseed pki init INVENTORY`)")
-    return new_client_from_config(config_file=str(path))
+    conf = Configuration()
+    conf.socket_options = tcp_keepalive_socket_options(**KEEPALIVE)
+    return new_client_from_config(config_file=str(path), client_configuration=conf)
 
 
 def dynamic(api: Any) -> Any:

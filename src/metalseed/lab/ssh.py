@@ -10,8 +10,11 @@ from pathlib import Path
 from metalseed.errors import LabError
 from metalseed.lab.host import run
 
+# Up to the end of SSH's banner exchange: at load averages of 150-200 a machine's sshd took over 2 s.
+CONNECT_TIMEOUT = 10.0
 
-def ssh_options(key: Path, connect_timeout: float = 2) -> list[str]:
+
+def ssh_options(key: Path, connect_timeout: float = CONNECT_TIMEOUT) -> list[str]:
     # -F /dev/null: the operator's ~/.ssh/config must not redirect or slow down lab connections.
     # Host keys come from the host's image and are the same on every machine: not checked.
     return [
