@@ -24,7 +24,7 @@ from metalseed.lab import inventory as lab_inventory
 from metalseed.lab import plan as lab_plan
 from metalseed.lab import state as lab_state
 from metalseed.model import Cluster, cluster_from_inventory, load_cluster
-from metalseed.render import certcheck, containerd, edge, etcd
+from metalseed.render import certcheck, containerd, edge, etcd, peer_edge
 from metalseed.render import kubernetes as kube
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,6 +109,8 @@ def renders(c: Cluster) -> dict[str, str]:
         out[f"etcd/{m.name}/metalseed-etcd.service"] = etcd.render_unit(c, m)
     out["edge/nginx.conf"] = edge.nginx_conf(c, bundle_path())
     out["edge/60-metalseed-edge.conf"] = edge.sysctl_conf()
+    out["peer-edge/haproxy.cfg"] = peer_edge.haproxy_conf(c, bundle_path(), c.masters[0].address,
+                                                          8443)
     out["etcd/etcdctl.env"] = etcd.render_etcdctl_env(c)
     token = etcd.cluster_token(c)
     for state in ("new", "existing"):

@@ -26,6 +26,7 @@ MASKED_UNITS = (
     "etcd.service",
     "keepalived.service",
     "nginx.service",
+    "haproxy.service",
     "postgresql.service",
     "e2scrub_reap.service",
     "e2scrub_all.timer",
