@@ -242,17 +242,20 @@ def test_cli_init_show_and_check(tmp_path: Path) -> None:
     (tmp_path / "inv" / "prod.py").write_text(
         'masters = [("m1", {"ssh_hostname": "10.1.0.11"})]\n'
         'all = (["m1"], {"cluster_name": "prod", "node_network": "10.1.0.0/24",'
-        ' "vip": "10.1.0.10", "pki_leaf_lifetime": "6s", "pki_renew_before": "1s"})\n')
+        ' "vip": "10.1.0.10", "pki_leaf_lifetime": "20s", "pki_renew_before": "1s"})\n')
+    import time
+
+    # Long enough that init and show finish before the leaves expire on a loaded machine (6 s
+    # was not, at a load average of 200).
+    issued = time.monotonic()
     r = run_cli(tmp_path, "pki", "init", "inv/prod.py")
     assert r.returncode == 0, r.stderr
     assert "change(s)" in r.stdout and "created CA etcd/ca" in r.stderr
     r = run_cli(tmp_path, "pki", "show", "inv/prod.py")
     assert r.returncode == 0, r.stdout
     assert "etcd/m1/server" in r.stdout and "all " in r.stdout
-    # The 6-second leaves expire: certs check says so and exits 1.
-    import time
-
-    time.sleep(6.2)
+    # The 20-second leaves expire: certs check says so and exits 1.
+    time.sleep(max(0.0, issued + 20.5 - time.monotonic()))
     r = run_cli(tmp_path, "certs", "check", "--store-only", "inv/prod.py")
     assert r.returncode == 1
     assert "expired" in r.stdout and "need attention" in r.stdout
