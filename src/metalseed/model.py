@@ -129,6 +129,9 @@ class KubernetesSettings:
     kube_proxy_mode: str = "iptables"
     kube_proxy_settings: tuple[tuple[str, Any], ...] = ()
     """Extra KubeProxyConfiguration fields (validated names), over metalseed's own."""
+    version: str = ""
+    """The Kubernetes release the nodes run: ``kubernetes_version``, one the pins hold (the
+    ``kubernetes`` pin's by default; deploys/kubernetes-upgrade.py moves a cluster to it)."""
 
 
 @dataclass(frozen=True)
@@ -382,6 +385,28 @@ def _nested_fields(where: str, value: object, known: frozenset[str]) -> None:
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
+# The pins whose binaries a cluster can run (mirror/pins.toml chooses their versions).
+KUBERNETES_PINS = ("kubernetes", "kubernetes-previous")
+
+
+def kubernetes_releases() -> dict[str, str]:
+    """Version -> pin name, for every Kubernetes release the pins hold."""
+    from metalseed.mirror import load_pins
+
+    pins = load_pins()
+    return {pins.get(n).version: n for n in KUBERNETES_PINS if n in pins.names()}
+
+
+def _kubernetes_version(value: object) -> str:
+    releases = kubernetes_releases()
+    if value is None:
+        return next(v for v, n in releases.items() if n == "kubernetes")
+    if value not in releases:
+        raise ValueError("a Kubernetes release the pins hold (mirror/pins.toml): "
+                         + ", ".join(f"{v!r} ({n})" for v, n in releases.items()))
+    return str(value)
+
+
 CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "cluster_name": (_str("an RFC 1123 label: lowercase letters, digits and '-', at most 63",
                           is_rfc1123_label), None),
@@ -430,6 +455,7 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "kubelet_settings": (_component_settings("KubeletConfiguration", "kubelet"), {}),
     "kube_proxy_mode": (_choice(*KUBE_PROXY_MODES), "iptables"),
     "kube_proxy_settings": (_component_settings("KubeProxyConfiguration", "kube-proxy"), {}),
+    "kubernetes_version": (_kubernetes_version, None),
     "mirror_url": (_optional(_mirror_url), None),
     "mirror_dir": (_optional(_path), None),
     "containerd_restrict_oom_score_adj": (_bool, False),
@@ -624,6 +650,7 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             kubelet_settings=raw["kubelet_settings"],
             kube_proxy_mode=raw["kube_proxy_mode"],
             kube_proxy_settings=raw["kube_proxy_settings"],
+            version=raw["kubernetes_version"],
         ),
         mirror_url=raw["mirror_url"],
         mirror_dir=raw["mirror_dir"] or default_mirror_root(),

@@ -23,6 +23,7 @@ reports no change.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -36,7 +37,8 @@ from metalseed.deploys.gates import gate
 from metalseed.errors import ArtifactError, DeployError
 from metalseed.kube import apply as ka
 from metalseed.kube.apply import apply_objects, wait_objects
-from metalseed.model import Cluster, Node, cluster_from_inventory
+from metalseed.mirror.recipes import PREVIOUS_KUBE
+from metalseed.model import Cluster, Node, cluster_from_inventory, kubernetes_releases
 from metalseed.pki.issue import ensure_store, store_for
 from metalseed.pki.profiles import ENCRYPTION_KEY, kubelet_serving_id
 from metalseed.render import containerd as rc
@@ -101,17 +103,33 @@ def downloads(cluster: Cluster) -> tuple[artifacts.Download, ...]:
         raise ArtifactError("Kubernetes is installed from a mirror (set mirror_url): the pins hold no "
                             "upstream sha256 for Kubernetes 1.36 or flannel to check a download "
                             "against")
+    component = kube_component(cluster)
+    filename = "kube" if component == "kubernetes" else PREVIOUS_KUBE
+    kube = _only(artifacts.component_downloads(cluster, component, r.BIN_DIR), filename, component)
+    # Whichever release, it is the host's one ``kube`` with one stamp: a change of release
+    # replaces it (and the units naming its digest restart the components).
+    kube = replace(kube, name="kubernetes/kube", filename="kube")
     return (
-        _only(artifacts.component_downloads(cluster, "kubernetes", r.BIN_DIR), "kube", "kubernetes"),
+        kube,
         _only(artifacts.component_downloads(cluster, "flannel", r.BIN_DIR), "flanneld", "flannel"),
         _only(artifacts.component_downloads(cluster, "flannel-cni-plugin", rc.CNI_BIN_DIR),
               "flannel", "flannel-cni-plugin"),
     )
 
 
+def release(cluster: Cluster) -> str:
+    """The Kubernetes release this cluster runs (``kubernetes_version``)."""
+    return cluster.kubernetes.version or _pinned_version("kubernetes")
+
+
+def kube_component(cluster: Cluster) -> str:
+    """The pin (and mirror component) of the cluster's release."""
+    return kubernetes_releases()[release(cluster)]
+
+
 def binaries(cluster: Cluster) -> tuple[r.Binary, r.Binary]:
     kube, flanneld, _ = downloads(cluster)
-    return (r.Binary(_pinned_version("kubernetes"), kube.sha256),
+    return (r.Binary(release(cluster), kube.sha256),
             r.Binary(_pinned_version("flannel"), flanneld.sha256, r.FLANNELD))
 
 

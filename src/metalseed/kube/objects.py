@@ -47,6 +47,10 @@ def coredns(cluster: Cluster, image: str) -> list[Obj]:
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": COREDNS, **meta},
          "data": {"Corefile": corefile(cluster)}},
         _coredns_deployment(image, meta),
+        # A drain (deploys/kubernetes-upgrade.py) evicts one replica at a time: DNS keeps answering.
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+         "metadata": {"name": COREDNS, **meta},
+         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(COREDNS_LABELS)}}},
         {
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kube-dns", **meta},

@@ -70,6 +70,8 @@ KUBE_NAMES = (
     "kube-proxy",
     "kubectl",
 )
+# The previous release's multi-call binary beside ``kube`` in the mirror's bin/ (hosts name it kube).
+PREVIOUS_KUBE = "kube-previous"
 CA_BUNDLE = "host:/etc/ssl/certs/ca-certificates.crt"
 NET_BIND_SERVICE = 10
 # Replaced at build time by the release time the module proxy records: a build date that is both
@@ -345,6 +347,17 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
                     config=ImageConfig(
                         entrypoint=("/entrypoint.sh",), cmd=("traefik",), exposed_ports=("80/tcp",)
                     ),
+                ),
+            ),
+        ),
+        Recipe(
+            "kubernetes-previous",
+            gomod="kubernetes-previous",  # main.go is a link to kubernetes/main.go
+            builds=(
+                GoBuild(
+                    packages=(".",),
+                    rename=(("kubernetes-previous", PREVIOUS_KUBE),),
+                    xflags=kube_xflags(v["kubernetes-previous"], MODULE_TIME),
                 ),
             ),
         ),
