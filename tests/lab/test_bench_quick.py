@@ -42,6 +42,8 @@ BENCHES: dict[str, tuple[float, list[str]]] = {
     "rotation": (420, [r"rotation wall time\s+median\s+\d+\.\d+ s",
                        r"anchor: no-change run\s+median\s+\d+\.\d+ s",
                        r"acknowledged writes lost\s+0 of [1-9]"]),
+    "tenants": (120, [r"metalseed \(heap of seeds by load\):\s+\d+\.\d ms",
+                      r"anchor \(scan every seed per tenant\):\s+\d+\.\d ms\s+ratio \d+\.\dx"]),
 }
 # bench/mirror.py's --quick is a warm rebuild: on a mirror that is not complete it builds (Go,
 # many minutes), so it runs where the mirror is built (.ci/mirror), not here.
