@@ -35,6 +35,8 @@ CHECKS = {
     "coredns": (["-version"], f"CoreDNS-{V['coredns'].removeprefix('v')}"),
     "traefik": (["version"], V["traefik"]),
     "agnhost": (["--version"], V["agnhost"]),
+    "e2e.test": (["--version"], V["e2e"]),
+    "ginkgo": (["version"], "Ginkgo Version 2."),
 }
 
 

@@ -43,7 +43,15 @@ from metalseed.mirror.oci import (
     write_archive,
 )
 from metalseed.mirror.pins import Pin, Pins, load_pins, repo_root
-from metalseed.mirror.recipes import TEXTS, GoBuild, ImageRecipe, OpenAPIRecipe, Recipe, recipes
+from metalseed.mirror.recipes import (
+    TEXTS,
+    GoBuild,
+    GoTestBuild,
+    ImageRecipe,
+    OpenAPIRecipe,
+    Recipe,
+    recipes,
+)
 
 FORMAT = 1  # bump to rebuild everything after a change in how artifacts are laid out
 BUSYBOX = Path("/bin/busybox")
@@ -327,7 +335,8 @@ class Builder:
         ldflags = ["-s", "-w", *(f"-X {k}={v}" for k, v in xflags)]
         if gb.static_cgo:
             ldflags += ["-linkmode", "external", "-extldflags", "-static"]
-        argv = ["go", "build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(out) + "/"]
+        verb = ["test", "-c", "-vet=off"] if isinstance(gb, GoTestBuild) else ["build"]
+        argv = ["go", *verb, "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(out) + "/"]
         if gb.tags:
             argv += ["-tags", ",".join(gb.tags)]
         argv += list(gb.packages)

@@ -24,6 +24,14 @@ class GoBuild:
 
 
 @dataclass(frozen=True)
+class GoTestBuild(GoBuild):
+    """``go test -c`` of one package: its tests as one binary, ``<package>.test``.
+
+    A subclass rather than a flag on GoBuild: a new field would change every recipe's repr, which
+    is part of every component's cache key, and rebuild the whole mirror."""
+
+
+@dataclass(frozen=True)
 class ImageRecipe:
     """An image made of mirror binaries (``bin:<name>``), host files (``host:<path>``) and links."""
 
@@ -113,7 +121,82 @@ fi
 exec "$@"
 """
 
-TEXTS = {"traefik-entrypoint": TRAEFIK_ENTRYPOINT}
+# The e2e nginx images are stock nginx serving /usr/share/nginx/html on port 80; this is Debian's
+# nginx doing the same, its temporary files under /tmp (the image has no /var/lib/nginx).
+E2E_NGINX_CONF = b"""user nobody nogroup;
+worker_processes 1;
+pid /tmp/nginx.pid;
+events {}
+http {
+  access_log /dev/stdout;
+  client_body_temp_path /tmp/nginx-body;
+  proxy_temp_path /tmp/nginx-proxy;
+  fastcgi_temp_path /tmp/nginx-fastcgi;
+  uwsgi_temp_path /tmp/nginx-uwsgi;
+  scgi_temp_path /tmp/nginx-scgi;
+  server {
+    listen 80;
+    root /usr/share/nginx/html;
+    index index.html;
+  }
+}
+"""
+E2E_INDEX = (
+    b"<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n"
+    b"<body><h1>Welcome to nginx!</h1></body></html>\n"
+)
+E2E_PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+E2E_GROUP = b"root:x:0:\nnogroup:x:65534:\n"
+# getent hosts (the DNS specs' /etc/hosts check) reads the files first, as Debian's default does.
+E2E_NSSWITCH = b"hosts: files dns\n"
+
+TEXTS = {
+    "traefik-entrypoint": TRAEFIK_ENTRYPOINT,
+    "e2e-nginx-conf": E2E_NGINX_CONF,
+    "e2e-index": E2E_INDEX,
+    "e2e-passwd": E2E_PASSWD,
+    "e2e-group": E2E_GROUP,
+    "e2e-nsswitch": E2E_NSSWITCH,
+}
+
+
+# What upstream's agnhost image adds to alpine and the e2e specs run in it: dig (DNS specs), curl
+# (the networking specs' /dial checks) and OpenBSD's nc ("nc -v -t -w 2", which busybox's nc
+# refuses); Debian's, with their libraries.
+AGNHOST_TOOLS = ("/usr/bin/dig", "/usr/bin/curl", "/usr/bin/nc.openbsd")
+
+
+def _agnhost_image(name: str, index: int) -> ImageRecipe:
+    return ImageRecipe(
+        name=name,
+        reference_index=index,
+        files=(
+            ("/agnhost", "bin:agnhost", 0o755),
+            ("/usr/bin/dig", "host:/usr/bin/dig", 0o755),
+            ("/usr/bin/curl", "host:/usr/bin/curl", 0o755),
+            ("/usr/bin/nc", "host:/usr/bin/nc.openbsd", 0o755),
+        ),
+        busybox=True,  # several subcommands (and e2e pods) run shell commands
+        host_libs=AGNHOST_TOOLS,
+        config=ImageConfig(entrypoint=("/agnhost",), cmd=("pause",)),
+    )
+
+
+def _e2e_nginx_image(name: str, index: int) -> ImageRecipe:
+    return ImageRecipe(
+        name=name,
+        reference_index=index,
+        files=(
+            ("/usr/sbin/nginx", "host:/usr/sbin/nginx", 0o755),
+            ("/etc/nginx/nginx.conf", "text:e2e-nginx-conf", 0o644),
+            ("/usr/share/nginx/html/index.html", "text:e2e-index", 0o644),
+            ("/etc/passwd", "text:e2e-passwd", 0o644),
+            ("/etc/group", "text:e2e-group", 0o644),
+        ),
+        busybox=True,
+        host_libs=("/usr/sbin/nginx",),
+        config=ImageConfig(cmd=("nginx", "-g", "daemon off;"), exposed_ports=("80/tcp",)),
+    )
 
 
 def recipes(versions: dict[str, str]) -> list[Recipe]:
@@ -313,13 +396,7 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
                 ),
             ),
             images=(
-                ImageRecipe(
-                    name="agnhost-image",
-                    reference_index=0,
-                    files=(("/agnhost", "bin:agnhost", 0o755),),
-                    busybox=True,  # several subcommands (and e2e pods) run shell commands
-                    config=ImageConfig(entrypoint=("/agnhost",), cmd=("pause",)),
-                ),
+                _agnhost_image("agnhost-image", 0),
             ),
         ),
         Recipe(
@@ -348,6 +425,50 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
                         entrypoint=("/entrypoint.sh",), cmd=("traefik",), exposed_ports=("80/tcp",)
                     ),
                 ),
+            ),
+        ),
+        Recipe(
+            "e2e",
+            gomod="e2e",
+            builds=(
+                GoTestBuild(packages=(".",), xflags=kube_xflags(v["e2e"], MODULE_TIME)),
+                # ginkgo -p runs e2e.test in parallel processes: the CLI of the same ginkgo.
+                GoBuild(packages=("github.com/onsi/ginkgo/v2/ginkgo",)),
+            ),
+            images=(
+                # What upstream's busybox image is (a busybox with its applets, CMD sh), from Debian's
+                # busybox-static: the e2e specs run shell commands in it, not a particular version.
+                ImageRecipe(
+                    name="e2e-busybox-image",
+                    reference_index=0,
+                    files=(),
+                    busybox=True,
+                    config=ImageConfig(cmd=("sh",)),
+                ),
+            ),
+        ),
+        Recipe(
+            "e2e-images",
+            images=(
+                # e2e's previous agnhost (rolling updates go from it to the current one): the same
+                # agnhost build under the older tag; no module the proxy serves has agnhost 2.55.
+                _agnhost_image("e2e-agnhost-prev-image", 0),
+                # The DNS specs' "jessie" querier: dig and glibc's getent (Debian's, the image's
+                # own base is Debian 12 too) beside busybox's shell, seq and test.
+                ImageRecipe(
+                    name="e2e-glibc-dns-testing-image",
+                    reference_index=1,
+                    files=(
+                        ("/usr/bin/dig", "host:/usr/bin/dig", 0o755),
+                        ("/usr/bin/getent", "host:/usr/bin/getent", 0o755),
+                        ("/etc/nsswitch.conf", "text:e2e-nsswitch", 0o644),
+                    ),
+                    busybox=True,
+                    host_libs=("/usr/bin/dig", "/usr/bin/getent"),
+                    config=ImageConfig(cmd=("sh",)),
+                ),
+                _e2e_nginx_image("e2e-nginx-image", 2),
+                _e2e_nginx_image("e2e-nginx-new-image", 3),
             ),
         ),
         Recipe(
