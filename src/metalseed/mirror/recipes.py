@@ -161,9 +161,10 @@ TEXTS = {
 
 
 # What upstream's agnhost image adds to alpine and the e2e specs run in it: dig (DNS specs), curl
-# (the networking specs' /dial checks) and OpenBSD's nc ("nc -v -t -w 2", which busybox's nc
-# refuses); Debian's, with their libraries.
-AGNHOST_TOOLS = ("/usr/bin/dig", "/usr/bin/curl", "/usr/bin/nc.openbsd")
+# (the networking specs' /dial checks), OpenBSD's nc ("nc -v -t -w 2", which busybox's nc refuses)
+# and bash; Debian's, with their libraries. bash is /bin/sh: Debian's static busybox sh runs its own
+# applets before anything on PATH (seen: its nc, not /usr/bin/nc), where alpine's sh does not.
+AGNHOST_TOOLS = ("/usr/bin/dig", "/usr/bin/curl", "/usr/bin/nc.openbsd", "/bin/bash")
 
 
 def _agnhost_image(name: str, index: int) -> ImageRecipe:
@@ -175,7 +176,9 @@ def _agnhost_image(name: str, index: int) -> ImageRecipe:
             ("/usr/bin/dig", "host:/usr/bin/dig", 0o755),
             ("/usr/bin/curl", "host:/usr/bin/curl", 0o755),
             ("/usr/bin/nc", "host:/usr/bin/nc.openbsd", 0o755),
+            ("/bin/bash", "host:/bin/bash", 0o755),
         ),
+        links=(("/bin/sh", "bash"),),
         busybox=True,  # several subcommands (and e2e pods) run shell commands
         host_libs=AGNHOST_TOOLS,
         config=ImageConfig(entrypoint=("/agnhost",), cmd=("pause",)),
