@@ -484,6 +484,20 @@ def _leaves(value: object) -> str | tuple[str, ...]:
     return ids
 
 
+def _cas(value: object) -> tuple[str, ...]:
+    accepted = ("a CA's store id, such as 'etcd/ca', or several rotated together (a list, or "
+                "separated by commas: 'ca,front-proxy-ca')")
+    if isinstance(value, str):
+        ids = tuple(x.strip() for x in value.split(",") if x.strip())
+    elif isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
+        ids = tuple(x.strip() for x in value if x.strip())
+    else:
+        raise ValueError(accepted)
+    if not ids:
+        raise ValueError(accepted)
+    return tuple(dict.fromkeys(ids))
+
+
 ROTATE_PHASES = ("trust", "reissue", "finish")
 
 # What one run of a day-2 playbook is asked to do: ``pyinfra INVENTORY deploys/rotate-certs.py
@@ -492,7 +506,7 @@ ROTATE_PHASES = ("trust", "reissue", "finish")
 # misspelt key or a bad value is refused with the same messages as every other setting.
 PLAYBOOK_INPUTS: dict[str, Callable[[object], Any]] = {
     "rotate": _leaves,
-    "rotate_ca": _optional(_str("a CA's store id, such as 'etcd/ca'")),
+    "rotate_ca": _optional(_cas),
     "rotate_phase": _optional(_choice(*ROTATE_PHASES)),
     "etcd_backup_retention": _int(1, 10000),
     "etcd_snapshot": _optional(_path),

@@ -6,7 +6,15 @@ import datetime as dt
 import subprocess
 from pathlib import Path
 
-from metalseed.pki.installed import MATCHES, STALE, UNKNOWN, compare, dump_command, parse_dump
+from metalseed.pki.installed import (
+    MATCHES,
+    STALE,
+    UNKNOWN,
+    compare,
+    dump_command,
+    kubeconfig_path,
+    parse_dump,
+)
 from metalseed.pki.issue import init_pki, store_for
 from metalseed.pki.plan import EXPIRED, INVALID, OK, inspect
 from tests.unit.test_pki import NOW, make_cluster
@@ -24,7 +32,7 @@ def test_dump_command_reads_real_files_and_parses(tmp_path: Path) -> None:
                                    + (c.pki_dir / "edge/ca.crt").read_bytes()
                                    + (c.pki_dir / "edge/server.key").read_bytes())
     (etc / "broken.crt").write_text("not a certificate\n")
-    out = subprocess.run(["sh", "-c", dump_command([str(etc), str(tmp_path / "absent")])],
+    out = subprocess.run(["sh", "-c", dump_command([str(etc), str(tmp_path / "absent")], [])],
                          capture_output=True, text=True, check=True).stdout
     assert "PRIVATE KEY" not in out  # keys never leave the host
     items = {Path(i.path).name: i for i in parse_dump("m1", out)}
@@ -55,3 +63,27 @@ def test_foreign_certificate_is_not_in_store(tmp_path: Path) -> None:
     text = "==> metalseed-cert /etc/x.crt\n" + (other.pki_dir / "ca.crt").read_text()
     [status] = compare(parse_dump("m1", text), inspect(c, store_for(c), NOW), c.pki, NOW)
     assert status.store == UNKNOWN
+
+
+def test_dump_command_reads_the_certificates_embedded_in_kubeconfigs(tmp_path: Path) -> None:
+    c = make_cluster(tmp_path / "pki", kubernetes=True, etcd_source="mirror")
+    init_pki(c, now=NOW)
+    kube = tmp_path / "kubernetes"
+    (kube / "kubelet").mkdir(parents=True)
+    (kube / "scheduler.conf").write_bytes((c.pki_dir / "kubeconfig/scheduler.conf").read_bytes())
+    (kube / "kubelet" / "kubeconfig").write_bytes(
+        (c.pki_dir / "kubeconfig/kubelet/w1.conf").read_bytes())
+    (kube / "other.yaml").write_text("client-certificate-data: bm90IHJlYWQ=\n")  # not a kubeconfig
+    out = subprocess.run(["sh", "-c", dump_command([], [str(kube)])], capture_output=True,
+                         text=True, check=True).stdout
+    assert "PRIVATE KEY" not in out  # client-key-data is never read
+    items = {i.path: i for i in parse_dump("w1", out)}
+    sched, kubelet = str(kube / "scheduler.conf"), str(kube / "kubelet" / "kubeconfig")
+    assert set(items) == {kubeconfig_path(p, f) for p in (sched, kubelet)
+                          for f in ("certificate-authority-data", "client-certificate-data")}
+    inv = inspect(c, store_for(c), NOW)
+    stores = {s.item.path: s.store for s in compare(items.values(), inv, c.pki, NOW)}
+    assert stores[kubeconfig_path(sched, "client-certificate-data")] == (
+        f"{MATCHES} (kubeconfig/scheduler)")
+    assert stores[kubeconfig_path(kubelet, "client-certificate-data")] == f"{MATCHES} (kubelet/w1)"
+    assert stores[kubeconfig_path(kubelet, "certificate-authority-data")] == f"{MATCHES} (ca)"

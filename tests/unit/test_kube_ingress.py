@@ -19,7 +19,7 @@ def cluster(**data: Any) -> Cluster:
 
 
 def by_kind(c: Cluster) -> dict[str, dict[str, Any]]:
-    return {o["kind"]: o for o in ingress.ingress_objects(c, IMAGE)}
+    return {o["kind"]: o for o in ingress.ingress_objects(c, IMAGE, b"CA")}
 
 
 def flags(c: Cluster) -> dict[str, str]:

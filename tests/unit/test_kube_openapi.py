@@ -59,7 +59,7 @@ def test_every_object_the_deploy_applies_fits(cluster: Cluster, schemas: oa.Sche
 
 
 @pytest.mark.parametrize("objects", [
-    pytest.param(lambda c: o.coredns(c, "registry.k8s.io/coredns/coredns:v1.14.7"), id="coredns"),
+    pytest.param(lambda c: o.coredns(c, "registry.k8s.io/coredns/coredns:v1.14.7", b"CA"), id="coredns"),
     pytest.param(lambda c: o.flannel_rbac(), id="flannel-rbac"),
     pytest.param(lambda c: o.node_roles(c), id="node-roles"),
 ])

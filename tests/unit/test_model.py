@@ -244,7 +244,9 @@ def test_playbook_inputs_take_data_over_the_playbooks_defaults() -> None:
     assert got["rotate"] == ("etcd/m1/server", "apiserver")
     assert playbook_inputs(c, {"rotate": ["apiserver"]}, ROTATE)["rotate"] == ("apiserver",)
     ca = playbook_inputs(c, {"rotate_ca": "etcd/ca", "rotate_phase": "trust"}, ROTATE)
-    assert (ca["rotate_ca"], ca["rotate_phase"]) == ("etcd/ca", "trust")
+    assert (ca["rotate_ca"], ca["rotate_phase"]) == (("etcd/ca",), "trust")
+    both = playbook_inputs(c, {"rotate_ca": "ca, front-proxy-ca", "rotate_phase": "trust"}, ROTATE)
+    assert both["rotate_ca"] == ("ca", "front-proxy-ca")
 
 
 def test_a_misspelt_input_is_refused_with_a_suggestion() -> None:

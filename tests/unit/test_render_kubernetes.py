@@ -100,8 +100,11 @@ def test_kubeconfig_with_server_changes_only_the_server() -> None:
 def test_coredns_objects() -> None:
     c = cluster()
     objs = {(o["kind"], o["metadata"]["name"]): o
-            for o in objects.coredns(c, "registry.k8s.io/coredns/coredns:v1.14.7")}
+            for o in objects.coredns(c, "registry.k8s.io/coredns/coredns:v1.14.7", b"CA")}
     dep = objs[("Deployment", "coredns")]
+    # The pods' trust: a new CA bundle rolls them (they read their ca.crt once, at start).
+    annotations = dep["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == objects.trust_annotations(b"CA") != objects.trust_annotations(b"CA2")
     assert dep["spec"]["replicas"] == 2
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"].endswith("coredns:v1.14.7")
     assert objs[("Service", "kube-dns")]["spec"]["clusterIP"] == str(c.cluster_dns_address)

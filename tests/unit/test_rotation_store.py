@@ -127,3 +127,74 @@ def test_leaf_of_a_retired_ca_is_reissued_not_refused(tmp_path: Path) -> None:
     assert states["kubelet/w1"].detail == "signed by a retired CA"
     report = init_pki(with_w1, now=NOW)
     assert "kubelet/w1" in {a.id for a in report.actions}
+
+
+def _kubeconfig_cas(store_root: Path, name: str) -> list[bytes]:
+    import base64
+
+    import yaml
+
+    from metalseed.pki import x509 as px
+
+    doc = yaml.safe_load((store_root / "kubeconfig" / f"{name}.conf").read_bytes())
+    pem = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"])
+    from cryptography import x509
+
+    return [px.cert_pem(c) for c in x509.load_pem_x509_certificates(pem)]
+
+
+def test_kubeconfigs_trust_both_cluster_cas_while_the_cluster_ca_rotates(tmp_path: Path) -> None:
+    c = make_cluster(tmp_path / "pki", kubernetes=True, etcd_source="mirror")
+    init_pki(c, now=NOW)
+    store = store_for(c)
+    old = store.cert_path("ca").read_bytes()
+    assert _kubeconfig_cas(store.root, "admin") == [old]
+
+    rotation.begin(c, "ca", now=NOW)
+    init_pki(c, now=NOW)
+    new = store.cert_path("ca.next").read_bytes()
+    trusting = rotation.trust_bundle(store, "ca")
+    for name in ("admin", "controller-manager", "kubelet/w1", "kube-proxy", "flannel"):
+        assert _kubeconfig_cas(store.root, name) == [old, new], name
+
+    rotation.promote(c, "ca")
+    init_pki(c, now=NOW)
+    # The same bytes in phase 2: what only trusts (kubelets' client CA, kube-root-ca.crt) is not
+    # shipped or restarted again.
+    assert rotation.trust_bundle(store, "ca") == trusting
+    assert _kubeconfig_cas(store.root, "admin") == [old, new]
+
+    rotation.finish(c, "ca")
+    init_pki(c, now=NOW)
+    assert _kubeconfig_cas(store.root, "admin") == [new]
+    assert _kubeconfig_cas(store.root, "kubelet/w1") == [new]
+
+
+def test_host_checks_of_a_rotation(tmp_path: Path) -> None:
+    """What the playbook checks on the hosts before ``reissue`` and before ``finish`` (pure)."""
+    from metalseed.deploys.rotation import leaves_of, not_trusting
+    from metalseed.pki.installed import Installed, fingerprint
+    from metalseed.pki.x509 import describe, load_cert
+
+    c = make_cluster(tmp_path / "pki", kubernetes=True, etcd_source="mirror")
+    init_pki(c, now=NOW)
+    store = store_for(c)
+    rotation.begin(c, "ca", now=NOW)
+    old, new = store.cert_path("ca").read_bytes(), store.cert_path("ca.next").read_bytes()
+    leaf = store.cert_path("kubelet/w1").read_bytes()
+
+    def item(path: str, *pems: bytes) -> Installed:
+        certs = [load_cert(p) for p in pems]
+        return Installed("w1", path, describe(certs[0]), fingerprint(certs[0]),
+                         all_fingerprints=tuple(fingerprint(x) for x in certs))
+
+    edge_chain = item("/etc/nginx/metalseed/edge.pem", store.cert_path("edge/server").read_bytes(),
+                      store.cert_path("edge/ca").read_bytes())
+    behind = {"w1": [item("/k/ca.crt", old), item("/k/kubeconfig#client-certificate-data", leaf),
+                     edge_chain]}
+    assert not_trusting(behind, old, new) == ["w1:/k/ca.crt"]
+    ahead = {"w1": [item("/k/ca.crt", old, new), edge_chain]}
+    assert not_trusting(ahead, old, new) == []
+    # Before finish: a leaf of the old CA still installed is named, chains and CAs are not.
+    assert leaves_of(behind, old) == ["w1:/k/kubeconfig#client-certificate-data"]
+    assert leaves_of(ahead, old) == []

@@ -1,4 +1,5 @@
-"""The daily on-host certificate expiry check on the masters (script + service + timer)."""
+"""The daily on-host certificate expiry check (script + service + timer): on the masters, and on
+every node of a cluster with Kubernetes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from metalseed.deploys.converge import HostSpec, ManagedFile, converge
 from metalseed.model import cluster_from_inventory
 from metalseed.render import certcheck as r
 
-OP = "certcheck: daily expiry check on the masters"
+OP = "certcheck: daily expiry check on the masters (every node with Kubernetes)"
 
 
 def master_spec() -> HostSpec:
@@ -36,7 +37,9 @@ def certcheck() -> None:
     cluster = cluster_from_inventory(host.inventory)
     node = cluster.node(host.name)
     # Every host runs the operation (workers with nothing to do) so API-mode ordering holds.
-    if not node.is_master:
+    # With Kubernetes every node holds certificates of its own (kubelet, kubeconfigs): every
+    # node checks them; without it only the masters hold any.
+    if not node.is_master and not cluster.kubernetes.enabled:
         spec = HostSpec()
     elif cluster.pki.check_timer:
         spec = master_spec()

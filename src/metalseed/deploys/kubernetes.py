@@ -155,7 +155,8 @@ def master_spec(cluster: Cluster, node: Node, kube: r.Binary) -> HostSpec:
     own = r.api_url(node.address, cluster.apiserver_port)
     return HostSpec(
         dirs=(ManagedDir(r.ETC), ManagedDir(r.PKI, 0o700), ManagedDir(f"{r.PKI}/etcd", 0o700),
-              ManagedDir(r.APISERVER_DIR, 0o700), ManagedDir(r.AUDIT_LOG_DIR, 0o700)),
+              ManagedDir(r.APISERVER_DIR, 0o700), ManagedDir(r.AUDIT_LOG_DIR, 0o700),
+              ManagedDir(r.CM_DIR, 0o700)),
         files=(
             *pki,
             ManagedFile(r.ENCRYPTION_CONFIG, r.encryption_config(key).encode(), secret,

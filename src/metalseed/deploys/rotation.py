@@ -25,15 +25,14 @@ from metalseed.deploys.edge import edge
 from metalseed.deploys.etcd import etcd
 from metalseed.deploys.gates import shared
 from metalseed.deploys.kubernetes import kubernetes
-from metalseed.errors import DeployError, ModelError, PKIError
+from metalseed.errors import DeployError, KubernetesError, ModelError, PKIError
 from metalseed.model import Cluster, cluster_from_inventory, playbook_inputs
 from metalseed.pki import rotation
-from metalseed.pki.installed import InstalledCertificates, fingerprint, parse_dump
+from metalseed.pki.installed import Installed, InstalledCertificates, fingerprint, parse_dump
 from metalseed.pki.issue import init_pki, mark_store_converged, store_for
-from metalseed.pki.plan import NEXT
-from metalseed.pki.profiles import CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA, leaf_specs
+from metalseed.pki.plan import NEXT, PREVIOUS
+from metalseed.pki.profiles import CLUSTER_CA, leaf_specs
 from metalseed.pki.x509 import load_cert
-from metalseed.render import etcd as etcd_render
 from metalseed.runmode import dry_run
 
 DEFAULTS = {"rotate": "due", "rotate_ca": None, "rotate_phase": None}
@@ -55,51 +54,121 @@ def leaves_to_force(cluster: Cluster, leaves: str | tuple[str, ...]) -> frozense
     return frozenset(chosen)
 
 
-def check_ca(cluster: Cluster, ca: str | None) -> None:
-    if ca is not None and ca not in rotation.ca_ids(cluster):
-        raise ModelError("rotate_ca", ca, f"one of the cluster's CAs: {', '.join(rotation.ca_ids(cluster))}")
-    if ca in (CLUSTER_CA, FRONT_PROXY_CA) and cluster.kubernetes.enabled:
-        # Every kubelet, kubeconfig and the API server would have to trust both CAs first; the
-        # Kubernetes deploy does not ship trust bundles yet, so a rotation could lock nodes out.
-        raise ModelError("rotate_ca", ca, "etcd/ca or edge/ca: rotating the Kubernetes and "
-                         "front-proxy CAs of a running Kubernetes cluster is not supported yet")
+def check_ca(cluster: Cluster, cas: tuple[str, ...] | None) -> None:
+    known = rotation.ca_ids(cluster)
+    unknown = [ca for ca in cas or () if ca not in known]
+    if unknown:
+        raise ModelError("rotate_ca", ",".join(cas or ()),
+                         f"the cluster's CAs (one, or several separated by commas): {', '.join(known)}")
 
 
-def masters_trusting(cluster: Cluster, inventory: Any, ca_pem: bytes) -> dict[str, bool]:
-    """For each master: does its installed etcd CA bundle hold this CA? (read over SSH)."""
-    want = fingerprint(load_cert(ca_pem))
-    out = {}
-    for m in cluster.masters:
-        h = inventory.get_host(m.inventory_name)
-        text = h.get_fact(InstalledCertificates, dirs=(etcd_render.PKI_DIR,)) if h.connected else None
-        items = [i for i in parse_dump(m.name, text or "") if i.path == etcd_render.PKI.ca]
-        out[m.name] = bool(items) and want in items[0].all_fingerprints
+def installed_everywhere(cluster: Cluster, inventory: Any) -> dict[str, list[Installed]]:
+    """Every node's installed certificates (files and kubeconfig-embedded), read over SSH. A node
+    that cannot be read stops the rotation: it may not trust what the next step ships."""
+    out: dict[str, list[Installed]] = {}
+    unread = []
+    for n in cluster.nodes:
+        h = inventory.get_host(n.inventory_name)
+        text = h.get_fact(InstalledCertificates) if h.connected else None
+        if text is None:
+            unread.append(n.name)
+            continue
+        out[n.name] = parse_dump(n.name, text)
+    if unread:
+        raise DeployError(f"certificate rotation: cannot read the installed certificates of "
+                          f"{', '.join(unread)} (unreachable?): a CA rotation needs every node")
     return out
 
 
-def store_step(cluster: Cluster, inventory: Any, leaves: str | tuple[str, ...], ca: str | None,
-               phase: str | None) -> list[str]:
+def _trust_file(item: Installed) -> bool:
+    """A file of CA certificates (a trust bundle, a kubeconfig's certificate-authority-data), as
+    opposed to a leaf or a chain that starts with one (the edge's serving bundle)."""
+    return item.info is not None and item.info.is_ca
+
+
+def not_trusting(installed: dict[str, list[Installed]], current_pem: bytes, next_pem: bytes
+                 ) -> list[str]:
+    """``host:path`` of every installed trust file that holds the current CA but not the next one
+    (pure): before phase ``reissue`` puts the next CA in charge, there must be none."""
+    current, nxt = fingerprint(load_cert(current_pem)), fingerprint(load_cert(next_pem))
+    return [f"{host}:{i.path}" for host, items in sorted(installed.items()) for i in items
+            if _trust_file(i) and current in i.all_fingerprints and nxt not in i.all_fingerprints]
+
+
+def leaves_of(installed: dict[str, list[Installed]], ca_pem: bytes) -> list[str]:
+    """``host:path`` of every installed leaf (or chain, or kubeconfig client certificate) issued by
+    this CA (pure): before phase ``finish`` retires the previous CA, there must be none."""
+    subject = load_cert(ca_pem).subject.rfc4514_string()
+    return [f"{host}:{i.path}" for host, items in sorted(installed.items()) for i in items
+            if i.info is not None and not i.info.is_ca and i.info.issuer == subject]
+
+
+def _listed(items: list[str], limit: int = 6) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def check_hosts_trust(cluster: Cluster, inventory: Any, ca: str) -> None:
+    """Before ``reissue``: every node trusts the next CA (its files, its kubeconfigs) and, for the
+    cluster CA, every namespace's kube-root-ca.crt holds it and the add-ons were rolled onto it."""
+    store = store_for(cluster)
+    current, nxt = store.read(store.cert_path(ca)), store.read(store.cert_path(ca + NEXT))
+    assert current is not None and nxt is not None
+    missing = not_trusting(installed_everywhere(cluster, inventory), current, nxt)
+    if missing:
+        raise DeployError(f"{ca}: not every node trusts the new CA yet ({_listed(missing)}): run "
+                          "phase 'trust' to the end first")
+    if ca == CLUSTER_CA and cluster.kubernetes.enabled:
+        from metalseed.kube.apply import addons_not_rolled, ca_bundle, root_ca_stale
+
+        try:
+            bundle = ca_bundle(cluster)
+            stale = root_ca_stale(cluster, bundle)
+            unrolled = addons_not_rolled(cluster, bundle)
+        except KubernetesError as e:
+            raise DeployError(f"{ca}: cannot check what the pods trust: {e}") from e
+        if stale or unrolled:
+            raise DeployError(
+                f"{ca}: pods do not trust the new CA yet (kube-root-ca.crt stale in "
+                f"{_listed(stale) or 'no namespace'}; not rolled onto it: "
+                f"{_listed(unrolled) or 'none'}): run phase 'trust' to the end first")
+
+
+def check_hosts_reissued(cluster: Cluster, inventory: Any, ca: str) -> None:
+    """Before ``finish``: no node still uses a certificate of the previous CA."""
+    store = store_for(cluster)
+    prev = store.read(store.cert_path(ca + PREVIOUS))
+    assert prev is not None
+    old = leaves_of(installed_everywhere(cluster, inventory), prev)
+    if old:
+        raise DeployError(f"{ca}: certificates of the previous CA are still installed "
+                          f"({_listed(old)}): run phase 'reissue' to the end first")
+
+
+def store_step(cluster: Cluster, inventory: Any, leaves: str | tuple[str, ...],
+               cas: tuple[str, ...] | None, phase: str | None) -> list[str]:
     """Bring the store to what this run ships. Returns what was done, for the log."""
-    check_ca(cluster, ca)
+    check_ca(cluster, cas)
     force = leaves_to_force(cluster, leaves)
     store = store_for(cluster)
     done: list[str] = []
     try:
-        if ca is not None and phase == "trust" and rotation.begin(cluster, ca):
-            done.append(f"{ca}: new CA created; every consumer will trust both")
-        elif ca is not None and phase == "reissue":
-            if rotation.phase(store, ca) == "trust" and ca == ETCD_CA:
-                nxt = store.read(store.cert_path(ca + NEXT))
-                assert nxt is not None
-                missing = [n for n, ok in masters_trusting(cluster, inventory, nxt).items() if not ok]
-                if missing:
-                    raise DeployError(
-                        f"{ca}: not every master trusts the new CA yet ({', '.join(missing)}): "
-                        "run phase 'trust' to the end first")
-            if rotation.promote(cluster, ca):
-                done.append(f"{ca}: the new CA is in charge; its leaves are re-issued")
-        elif ca is not None and phase == "finish" and rotation.finish(cluster, ca):
-            done.append(f"{ca}: the previous CA is retired from every trust bundle")
+        for ca in cas or ():
+            # Each step checks the hosts first (read over SSH) where the store is about to take
+            # away something they may still need; a rerun of the same phase skips what is done.
+            if phase == "trust" and rotation.begin(cluster, ca):
+                done.append(f"{ca}: new CA created; every consumer will trust both")
+            elif phase == "reissue":
+                if rotation.phase(store, ca) == "trust":
+                    check_hosts_trust(cluster, inventory, ca)
+                if rotation.promote(cluster, ca):
+                    done.append(f"{ca}: the new CA is in charge; its leaves are re-issued")
+            elif phase == "finish":
+                if rotation.phase(store, ca) == "reissue" and not rotation.leaves_on_previous(
+                        cluster, ca):
+                    check_hosts_reissued(cluster, inventory, ca)
+                if rotation.finish(cluster, ca):
+                    done.append(f"{ca}: the previous CA is retired from every trust bundle")
         report = init_pki(cluster, force=force)
     except PKIError as e:
         raise DeployError(f"certificate rotation: {e}") from e

@@ -25,6 +25,8 @@ FIELD_MANAGER = "metalseed"
 WAIT_OP = "kubernetes: every node Ready, CoreDNS and the ingress controller available"
 NODES_TIMEOUT = 300.0
 DEPLOYMENT_TIMEOUT = 300.0
+ROOT_CA_TIMEOUT = 120.0
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 _VOLATILE = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid")
 
 
@@ -158,12 +160,20 @@ def wait_deployment_available(cluster: Cluster, namespace: str, name: str,
         status = d.get("status") or {}
         want = (d.get("spec") or {}).get("replicas", 1)
         ready = status.get("readyReplicas") or 0
-        if cond and cond[0] == "True" and ready >= want:
+        # Rolled out too (as `kubectl rollout status` has it): every replica from the current
+        # template and no old one left, so a changed template (a new trust bundle) is in effect.
+        updated = status.get("updatedReplicas") or 0
+        total = status.get("replicas") or 0
+        observed = status.get("observedGeneration") or 0
+        generation = (d.get("metadata") or {}).get("generation") or 0
+        if (cond and cond[0] == "True" and ready >= want and updated >= want and total <= want
+                and observed >= generation):
             return None
-        return f"Available={cond[0] if cond else '?'}, {ready}/{want} ready ({cond[1] if cond else ''})"
+        return (f"Available={cond[0] if cond else '?'}, {ready}/{want} ready, {updated} updated, "
+                f"{total} in all ({cond[1] if cond else ''})")
 
     kc.wait_for(f"Deployment {namespace}/{name}", "condition Available=True with every replica "
-                "ready", check, timeout)
+                "ready and rolled out", check, timeout)
 
 
 def wait_daemonset_available(cluster: Cluster, namespace: str, name: str, nodes: int,
@@ -202,8 +212,22 @@ OBJECT_SETS = (BOOTSTRAP, ADDONS)
 def _rendered(cluster: Cluster, which: str) -> list[dict[str, Any]]:
     if which == BOOTSTRAP:
         return o.bootstrap_objects()
-    return [*o.addon_objects(cluster, coredns_image(cluster)),
-            *ingress.ingress_objects(cluster, traefik_image(cluster))]
+    bundle = ca_bundle(cluster)
+    return [*o.addon_objects(cluster, coredns_image(cluster), bundle),
+            *ingress.ingress_objects(cluster, traefik_image(cluster), bundle)]
+
+
+def ca_bundle(cluster: Cluster) -> bytes:
+    """The cluster CA's trust bundle from the store: what the controller-manager publishes."""
+    from metalseed.pki.issue import store_for
+    from metalseed.pki.profiles import CLUSTER_CA
+    from metalseed.pki.rotation import bundle_path
+
+    path = bundle_path(store_for(cluster), CLUSTER_CA)
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise KubernetesError(f"cannot read {path}: {e.strerror} (run `metalseed pki init`)") from e
 
 
 def objects_of(cluster: Cluster, which: str) -> list[dict[str, Any]]:
@@ -220,15 +244,96 @@ def validate_all(cluster: Cluster) -> None:
     openapi.validate([x for which in OBJECT_SETS for x in _rendered(cluster, which)], schemas)
 
 
+def _cert_set(pem: str | bytes) -> frozenset[bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        return frozenset(c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(data))
+    except ValueError:
+        return frozenset()
+
+
+def _list(dyn: Any, api_version: str, kind: str, **kwargs: Any) -> list[dict[str, Any]]:
+    res = _resource(dyn, {"apiVersion": api_version, "kind": kind, "metadata": {"name": "-"}})
+    items = kc.translated(f"listing {kind}s", lambda: res.get(
+        _request_timeout=kc.REQUEST_TIMEOUT, **kwargs)).to_dict()
+    return list(items.get("items") or [])
+
+
+def _get(dyn: Any, obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    res = _resource(dyn, obj)
+    live: dict[str, Any] = kc.translated(f"reading {describe(obj)}", lambda: res.get(
+        name=meta["name"], namespace=meta.get("namespace"),
+        _request_timeout=kc.REQUEST_TIMEOUT)).to_dict()
+    return live
+
+
+def root_ca_stale(cluster: Cluster, bundle: bytes) -> list[str]:
+    """Namespaces whose kube-root-ca.crt ConfigMap does not hold exactly ``bundle``'s CAs (the
+    controller-manager publishes its --root-ca-file there; pods trust the API server with it)."""
+    dyn = kc.dynamic(kc.api_client(cluster))
+    namespaces = _list(dyn, "v1", "Namespace")
+    maps = _list(dyn, "v1", "ConfigMap", field_selector=f"metadata.name={ROOT_CA_CONFIGMAP}")
+    want = _cert_set(bundle)
+    held = {m["metadata"]["namespace"]: _cert_set((m.get("data") or {}).get("ca.crt", ""))
+            for m in maps}
+    # A terminating namespace takes no new objects: the publisher cannot update it, nor need to.
+    return sorted(n["metadata"]["name"] for n in namespaces
+                  if (n.get("status") or {}).get("phase") != "Terminating"
+                  and held.get(n["metadata"]["name"]) != want)
+
+
+def addons_not_rolled(cluster: Cluster, bundle: bytes) -> list[str]:
+    """metalseed's add-ons (Deployments, DaemonSets) that talk to the API server and are not yet
+    rolled out with pods started on ``bundle`` (their template's trust annotation)."""
+    want = o.trust_annotations(bundle)[o.TRUST_ANNOTATION]
+    dyn = kc.dynamic(kc.api_client(cluster))
+    out = []
+    for obj in objects_of(cluster, ADDONS):
+        template = (obj.get("spec") or {}).get("template") or {}
+        if o.TRUST_ANNOTATION not in (template.get("metadata") or {}).get("annotations", {}):
+            continue
+        live = _get(dyn, obj)
+        annotations = (((live.get("spec") or {}).get("template") or {}).get("metadata")
+                       or {}).get("annotations") or {}
+        status = live.get("status") or {}
+        rolled = (status.get("observedGeneration") or 0) >= (live["metadata"].get("generation") or 0)
+        if obj["kind"] == "Deployment":
+            rolled = rolled and (status.get("updatedReplicas") or 0) == (status.get("replicas") or 0)
+        elif obj["kind"] == "DaemonSet":
+            rolled = rolled and (status.get("updatedNumberScheduled") or 0) == (
+                status.get("desiredNumberScheduled") or 0)
+        if annotations.get(o.TRUST_ANNOTATION) != want or not rolled:
+            out.append(describe(obj))
+    return out
+
+
+def wait_root_ca(cluster: Cluster, timeout: float = ROOT_CA_TIMEOUT) -> None:
+    bundle = ca_bundle(cluster)
+
+    def check() -> str | None:
+        stale = root_ca_stale(cluster, bundle)
+        return f"not yet in namespaces {', '.join(stale)}" if stale else None
+
+    kc.wait_for(f"ConfigMaps {ROOT_CA_CONFIGMAP}", "holding the store's ca-bundle.crt (the "
+                "controller-manager publishes it)", check, timeout)
+
+
 def _apply_all(cluster: Cluster, which: str) -> None:
     if which == ADDONS:
         # Node role labels need the Node objects: applying a missing Node would create a bare one.
         wait_nodes_registered(cluster)
+        # Add-on pods started now must find the current trust bundle in their projected ca.crt.
+        wait_root_ca(cluster)
     apply(cluster, objects_of(cluster, which))
 
 
 def _wait_all(cluster: Cluster) -> None:
     wait_nodes_ready(cluster)
+    wait_root_ca(cluster)
     wait_deployment_available(cluster, o.NAMESPACE, o.COREDNS)
     wait_daemonset_available(cluster, ingress.NAMESPACE, ingress.NAME, len(cluster.workers))
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from metalseed.kube.objects import trust_annotations
 from metalseed.model import Cluster
 
 Obj = dict[str, Any]
@@ -125,7 +126,7 @@ def namespace() -> Obj:
             "metadata": {"name": NAMESPACE, "labels": labels}}
 
 
-def daemonset(cluster: Cluster, image: str) -> Obj:
+def daemonset(cluster: Cluster, image: str, ca_bundle: bytes) -> Obj:
     probe = {"httpGet": {"path": "/ping", "port": "ping"}, "periodSeconds": 5,
              "timeoutSeconds": 2}
     container = {
@@ -161,7 +162,9 @@ def daemonset(cluster: Cluster, image: str) -> Obj:
             # One worker at a time: the edge sends to the other worker meanwhile.
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
             "template": {
-                "metadata": {"labels": dict(LABELS)},
+                # Traefik watches the API with the pod's ca.crt, read once at start: a new
+                # cluster CA bundle rolls it (see metalseed.kube.objects.trust_annotations).
+                "metadata": {"labels": dict(LABELS), "annotations": trust_annotations(ca_bundle)},
                 "spec": {
                     "serviceAccountName": NAME,
                     "nodeSelector": {"kubernetes.io/os": "linux", WORKER_ROLE: ""},
@@ -188,6 +191,7 @@ def service(cluster: Cluster) -> Obj:
     }
 
 
-def ingress_objects(cluster: Cluster, image: str) -> list[Obj]:
+def ingress_objects(cluster: Cluster, image: str, ca_bundle: bytes) -> list[Obj]:
     """In apply order: the namespace first, the DaemonSet after what it runs as."""
-    return [namespace(), *rbac(), ingress_class(), daemonset(cluster, image), service(cluster)]
+    return [namespace(), *rbac(), ingress_class(), daemonset(cluster, image, ca_bundle),
+            service(cluster)]

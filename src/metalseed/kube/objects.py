@@ -5,6 +5,7 @@ Applied by :mod:`metalseed.kube.apply` with server-side apply; nothing here talk
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from metalseed.model import Cluster, Node
@@ -23,7 +24,18 @@ def corefile(cluster: Cluster) -> str:
     return render("kubernetes/Corefile.j2", domain=cluster.dns_domain)
 
 
-def coredns(cluster: Cluster, image: str) -> list[Obj]:
+TRUST_ANNOTATION = "metalseed.io/kube-ca-bundle-sha256"
+
+
+def trust_annotations(ca_bundle: bytes) -> dict[str, str]:
+    """For the pod template of an add-on that talks to the API server: the digest of the cluster
+    CA's trust bundle. A pod reads the bundle (its projected ``ca.crt``, from the kube-root-ca.crt
+    ConfigMap) once, when its client starts, so a CA rotation must restart exactly these pods
+    once the ConfigMap holds the new bundle: a new digest rolls them."""
+    return {TRUST_ANNOTATION: hashlib.sha256(ca_bundle).hexdigest()}
+
+
+def coredns(cluster: Cluster, image: str, ca_bundle: bytes) -> list[Obj]:
     meta = {"namespace": NAMESPACE, "labels": dict(COREDNS_LABELS)}
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": COREDNS, **meta}},
@@ -46,7 +58,7 @@ def coredns(cluster: Cluster, image: str) -> list[Obj]:
         },
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": COREDNS, **meta},
          "data": {"Corefile": corefile(cluster)}},
-        _coredns_deployment(image, meta),
+        _coredns_deployment(image, meta, ca_bundle),
         # A drain (deploys/kubernetes-upgrade.py) evicts one replica at a time: DNS keeps answering.
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
          "metadata": {"name": COREDNS, **meta},
@@ -67,7 +79,7 @@ def coredns(cluster: Cluster, image: str) -> list[Obj]:
     ]
 
 
-def _coredns_deployment(image: str, meta: Obj) -> Obj:
+def _coredns_deployment(image: str, meta: Obj, ca_bundle: bytes) -> Obj:
     container = {
         "name": COREDNS,
         "image": image,
@@ -98,7 +110,8 @@ def _coredns_deployment(image: str, meta: Obj) -> Obj:
             "selector": {"matchLabels": dict(COREDNS_LABELS)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
             "template": {
-                "metadata": {"labels": dict(COREDNS_LABELS)},
+                "metadata": {"labels": dict(COREDNS_LABELS),
+                             "annotations": trust_annotations(ca_bundle)},
                 "spec": {
                     "serviceAccountName": COREDNS,
                     "priorityClassName": "system-cluster-critical",
@@ -155,6 +168,6 @@ def bootstrap_objects() -> list[Obj]:
     return flannel_rbac()
 
 
-def addon_objects(cluster: Cluster, coredns_image: str) -> list[Obj]:
-    """Applied once every node registered."""
-    return [*coredns(cluster, coredns_image), *node_roles(cluster)]
+def addon_objects(cluster: Cluster, coredns_image: str, ca_bundle: bytes) -> list[Obj]:
+    """Applied once every node registered (and kube-root-ca.crt holds ``ca_bundle``)."""
+    return [*coredns(cluster, coredns_image, ca_bundle), *node_roles(cluster)]

@@ -28,6 +28,9 @@ from metalseed.pki.plan import INVALID, Inventory, expiry_state
 # Everything our deploys install lives below these; CA bundles of the OS are not ours to check.
 # /etc/kubernetes as a whole: the control plane's pki/ and each node's kubelet/pki/ (serving certificate).
 SCAN_DIRS = ("/etc/metalseed", "/etc/etcd/pki", "/etc/kubernetes", "/etc/nginx/metalseed")
+KUBECONFIG_DIRS = ("/etc/kubernetes",)
+"""Kubeconfigs (``*.conf``, ``kubeconfig``) below these: their embedded certificates are read too."""
+KUBECONFIG_FIELDS = ("certificate-authority-data", "client-certificate-data")
 _MARK = "==> metalseed-cert "
 
 MATCHES = "matches store"
@@ -35,17 +38,40 @@ STALE = "differs from store"
 UNKNOWN = "not in store"
 
 
-def dump_command(dirs: Iterable[str] = SCAN_DIRS) -> str:
-    """A POSIX shell command printing every ``*.crt``/``*.pem`` under ``dirs`` after a marker."""
+def kubeconfig_path(path: str, field: str) -> str:
+    """How a certificate embedded in a kubeconfig is named: ``<file>#<field>``."""
+    return f"{path}#{field}"
+
+
+def dump_command(dirs: Iterable[str] = SCAN_DIRS,
+                 kubeconfig_dirs: Iterable[str] = KUBECONFIG_DIRS) -> str:
+    """A POSIX shell command printing every ``*.crt``/``*.pem`` under ``dirs`` after a marker,
+    then the certificates embedded in every kubeconfig under ``kubeconfig_dirs`` (after a marker
+    ``<file>#<field>``), decoded on the host."""
     quoted = " ".join(shlex.quote(d) for d in dirs)
-    return (
+    # Only CERTIFICATE blocks leave the host: a bundle file may also hold the private key.
+    only_certs = "sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p'"
+    files = (
         f"for d in {quoted}; do [ -d \"$d\" ] || continue; "
         "find \"$d\" -type f \\( -name '*.crt' -o -name '*.pem' \\) ! -name '*key*' -print; "
         "done | sort | while read -r f; do "
-        # Only CERTIFICATE blocks leave the host: a bundle file may also hold the private key.
-        f"echo '{_MARK}'\"$f\"; sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' "
-        "\"$f\"; echo; done"
+        f"echo '{_MARK}'\"$f\"; {only_certs} \"$f\"; echo; done"
     )
+    kdirs = " ".join(shlex.quote(d) for d in kubeconfig_dirs)
+    if not kdirs:
+        return files
+    fields = " ".join(KUBECONFIG_FIELDS)
+    kubeconfigs = (
+        f"for d in {kdirs}; do [ -d \"$d\" ] || continue; "
+        "find \"$d\" -type f \\( -name '*.conf' -o -name kubeconfig \\) -print; "
+        "done | sort | while read -r f; do "
+        f"for k in {fields}; do "
+        # Only the named fields are read (never client-key-data), and only certificates printed.
+        "v=$(sed -n \"s/^ *$k: *//p\" \"$f\" | head -n 1); [ -n \"$v\" ] || continue; "
+        f"echo '{_MARK}'\"$f#$k\"; printf '%s' \"$v\" | base64 -d 2>/dev/null | {only_certs}; "
+        "echo; done; done"
+    )
+    return f"{{ {files}; }}; {{ {kubeconfigs}; }}"
 
 
 @dataclass(frozen=True)
@@ -119,8 +145,9 @@ class InstalledCertificates(FactBase[str]):
 
     abstract = False
 
-    def command(self, dirs: tuple[str, ...] = SCAN_DIRS) -> str:
-        return dump_command(dirs)
+    def command(self, dirs: tuple[str, ...] = SCAN_DIRS,
+                kubeconfig_dirs: tuple[str, ...] = KUBECONFIG_DIRS) -> str:
+        return dump_command(dirs, kubeconfig_dirs)
 
     @staticmethod
     def default() -> str:

@@ -98,7 +98,7 @@ def init_pki(cluster: Cluster, now: dt.datetime | None = None,
         store.write(store.root / ENCRYPTION_KEY, secret, secret=True)
         report.actions.append(Action(ENCRYPTION_KEY, "created", "no encryption-at-rest key yet"))
 
-    from metalseed.pki.rotation import write_bundles  # rotation builds on this module
+    from metalseed.pki.rotation import trust_bundle, write_bundles  # rotation builds on this
 
     for ca_id in write_bundles(cluster):
         report.actions.append(Action(f"{ca_id}-bundle", "written", "trust bundle changed"))
@@ -117,10 +117,13 @@ def init_pki(cluster: Cluster, now: dt.datetime | None = None,
             report.actions.append(Action(spec.id, what, reason))
             say(f"{what} {spec.id}: {reason}")
         if spec.kubeconfig and cert is not None and key is not None:
-            signer = inv.cas[spec.ca].cert
-            assert signer is not None and spec.kubeconfig_server is not None
+            assert spec.kubeconfig_server is not None
+            # The trust bundle, not only the signer: during a CA rotation a kubeconfig must accept
+            # an API server certificate from either CA (phase 1 adds the new CA before any API
+            # server serves one of its certificates; phase 3 drops the old one).
             text = kubeconfig.render(cluster.name, spec.kubeconfig_server, spec.common_name,
-                                     px.cert_pem(signer), px.cert_pem(cert), px.key_pem(key))
+                                     trust_bundle(store, spec.ca), px.cert_pem(cert),
+                                     px.key_pem(key))
             path = store.root / "kubeconfig" / f"{spec.kubeconfig}.conf"
             if store.write(path, text, secret=True):
                 report.actions.append(Action(f"kubeconfig/{spec.kubeconfig}.conf", "written",

@@ -56,9 +56,12 @@ def write_bundles(cluster: Cluster) -> list[str]:
 
 
 def trust_bundle(store: Store, ca_id: str) -> bytes:
-    """What consumers must trust for ``ca_id``: the CA in charge, then any CA of a rotation."""
+    """What consumers must trust for ``ca_id``: the CA in charge and any CA of a rotation, the
+    old one first. Phase 1 holds (current, next) and phase 2 (previous, current): the same two
+    certificates in the same order, so the bundle is byte for byte the same in both phases and
+    ``reissue`` restarts only what reads a re-issued leaf, not every consumer of the bundle."""
     parts = []
-    for id in (ca_id, ca_id + NEXT, ca_id + PREVIOUS):
+    for id in (ca_id + PREVIOUS, ca_id, ca_id + NEXT):
         data = store.read(store.cert_path(id))
         if data is not None:
             parts.append(data if data.endswith(b"\n") else data + b"\n")

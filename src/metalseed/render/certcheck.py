@@ -1,9 +1,11 @@
 """The on-host certificate check: a script, a service and a timer, as pure text.
 
-Masters run it daily (and shortly after boot). It needs nothing but openssl and coreutils on the
-host, logs one line per certificate to the journal (warnings for due ones, errors for expired ones),
-and exits non-zero when anything is due, so ``systemctl --failed`` and any unit-state monitoring
-show it well before a certificate expires.
+Masters run it daily (and shortly after boot), and so does every node of a cluster with
+Kubernetes (each holds its kubelet's certificates and kubeconfigs). It needs nothing but openssl
+and coreutils on the host, reads the certificates embedded in kubeconfigs too, logs one line per
+certificate to the journal (warnings for due ones, errors for expired ones), and exits non-zero
+when anything is due, so ``systemctl --failed`` and any unit-state monitoring show it well before
+a certificate expires.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import shlex
 from fractions import Fraction
 
 from metalseed.model import Cluster
-from metalseed.pki.installed import SCAN_DIRS
+from metalseed.pki.installed import KUBECONFIG_DIRS, KUBECONFIG_FIELDS, SCAN_DIRS
 from metalseed.render.templates import render
 
 SCRIPT_PATH = "/usr/local/sbin/metalseed-certcheck"
@@ -31,6 +33,8 @@ def render_script(cluster: Cluster) -> str:
         num=fraction.numerator,
         den=fraction.denominator,
         dirs=" ".join(shlex.quote(d) for d in SCAN_DIRS),
+        kubeconfig_dirs=" ".join(shlex.quote(d) for d in KUBECONFIG_DIRS),
+        kubeconfig_fields=" ".join(KUBECONFIG_FIELDS),
     )
 
 

@@ -54,6 +54,12 @@ ADMISSION_CONFIG = f"{APISERVER_DIR}/admission-config.yaml"
 AUDIT_LOG_DIR = "/var/log/kubernetes"
 AUDIT_LOG = f"{AUDIT_LOG_DIR}/audit.log"
 CM_KUBECONFIG = f"{ETC}/controller-manager.conf"
+# The controller-manager's own copies of the trust bundles: it reads --root-ca-file once, at
+# start, and publishes it to every namespace as the kube-root-ca.crt ConfigMap (what pods trust
+# the API server with), so a new bundle must restart it, not only the API server.
+CM_DIR = f"{ETC}/controller-manager"
+CM_CA = f"{CM_DIR}/ca.crt"
+CM_FRONT_PROXY_CA = f"{CM_DIR}/front-proxy-ca.crt"
 SCHEDULER_KUBECONFIG = f"{ETC}/scheduler.conf"
 KUBELET_DIR = f"{ETC}/kubelet"
 KUBELET_CONFIG = f"{KUBELET_DIR}/config.yaml"
@@ -137,6 +143,8 @@ def control_plane_pki() -> tuple[PKIFile, ...]:
         PKIFile(f"{PKI}/etcd/ca.crt", "etcd/ca-bundle.crt"),
         PKIFile(f"{PKI}/apiserver-etcd-client.crt", "apiserver-etcd-client.crt"),
         PKIFile(f"{PKI}/apiserver-etcd-client.key", "apiserver-etcd-client.key", secret=True),
+        PKIFile(CM_CA, "ca-bundle.crt", unit=CM_UNIT),
+        PKIFile(CM_FRONT_PROXY_CA, "front-proxy-ca-bundle.crt", unit=CM_UNIT),
     )
 
 
@@ -218,11 +226,11 @@ def controller_manager_flags(cluster: Cluster) -> list[str]:
         "--node-cidr-mask-size=24",
         f"--service-cluster-ip-range={cluster.service_network}",
         f"--cluster-name={cluster.name}",
-        f"--root-ca-file={PKI}/ca.crt",
+        f"--root-ca-file={CM_CA}",
         f"--service-account-private-key-file={PKI}/sa.key",
         "--use-service-account-credentials=true",
-        f"--client-ca-file={PKI}/ca.crt",
-        f"--requestheader-client-ca-file={PKI}/front-proxy-ca.crt",
+        f"--client-ca-file={CM_CA}",
+        f"--requestheader-client-ca-file={CM_FRONT_PROXY_CA}",
         f"--tls-min-version={TLS_MIN}",
         "--profiling=false",
     ]
