@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from metalseed.deploys import converge as cv
 from metalseed.deploys.converge import (
     HostSpec,
     HostState,
@@ -71,3 +72,28 @@ def test_the_inventory_is_found_among_pyinfras_arguments() -> None:
         "inventory/lab.py"
     assert inventory_argument(["pyinfra", "--data", "x=1", "inv.py", "d.py"]) == "inv.py"
     assert inventory_argument(["python"]) == "INVENTORY"
+
+
+def test_a_file_newer_than_its_running_unit_restarts_it() -> None:
+    """A run stopped between moving a file into place and restarting its unit is resumed by the
+    next run, which sees nothing to upload but a unit started before its file changed."""
+    f = cv.ManagedFile("/etc/x/cert.crt", b"new", unit="x.service", restart=True)
+    reloaded = cv.ManagedFile("/etc/x/x.conf", b"conf", unit="y.service")
+    spec = cv.HostSpec(files=(f, reloaded), units=("x.service", "y.service"))
+    lines = [
+        "[sha]", f"{f.sha256}  {f.path}", f"{reloaded.sha256}  {reloaded.path}",
+        "[mode]", f"644 root root {f.path}", f"644 root root {reloaded.path}",
+        "[mtime]", f"1700000100 {f.path}", f"1700000100 {reloaded.path}",
+        "[units]",
+        "Id=x.service", "LoadState=loaded", "UnitFileState=enabled", "ActiveState=active", "",
+        "Id=y.service", "LoadState=loaded", "UnitFileState=enabled", "ActiveState=active", "",
+        "[started]", "Id=x.service", "ActiveEnterTimestamp=@1700000050", "",
+        "Id=y.service", "ActiveEnterTimestamp=@1700000050",
+    ]
+    st = cv.parse_snapshot(lines)
+    assert st.started == {"x.service": 1700000050, "y.service": 1700000050}
+    assert cv.changes(spec, st).unit_actions == (("x.service", "restart"),)  # not the reload
+    after = cv.parse_snapshot([*lines[:-4], "Id=x.service", "ActiveEnterTimestamp=@1700000100"])
+    assert cv.plan(spec, after) == []  # started in the same second as the file: converged
+    # A systemd that cannot say when a unit started: only changed files restart it.
+    assert cv.plan(spec, cv.parse_snapshot(lines[:lines.index("[started]")])) == []

@@ -91,6 +91,9 @@ class HostState:
     stats: dict[str, tuple[int, str, str]] = field(default_factory=dict)
     """Every existing path (files and directories) -> (mode, owner, group)."""
     units: dict[str, dict[str, str]] = field(default_factory=dict)  # unit -> systemctl show props
+    mtimes: dict[str, int] = field(default_factory=dict)  # path -> modification time (unix s)
+    started: dict[str, int] = field(default_factory=dict)
+    """unit -> when it last became active (unix s); absent where systemd cannot say."""
     sysctls: dict[str, str] = field(default_factory=dict)
     packages: set[str] = field(default_factory=set)  # installed ("ii")
 
@@ -105,11 +108,17 @@ def snapshot_command(paths: Sequence[str], units: Sequence[str], sysctls: Sequen
     parts = ["echo '[sha]'"]
     if paths:
         parts += [f"sha256sum {q} 2>/dev/null", "echo '[mode]'",
-                  f"stat -c '%a %U %G %n' {q} 2>/dev/null"]
+                  f"stat -c '%a %U %G %n' {q} 2>/dev/null", "echo '[mtime]'",
+                  f"stat -c '%Y %n' {q} 2>/dev/null"]
     if units:
+        quoted_units = " ".join(shlex.quote(u) for u in units)
         parts += ["echo '[units]'",
-                  "systemctl show -p Id,LoadState,UnitFileState,ActiveState "
-                  + " ".join(shlex.quote(u) for u in units)]
+                  f"systemctl show -p Id,LoadState,UnitFileState,ActiveState {quoted_units}",
+                  # Separate and best effort (--timestamp needs systemd >= 248): without it a
+                  # unit is restarted only for a file this run changes.
+                  "echo '[started]'",
+                  f"systemctl show --timestamp=unix -p Id,ActiveEnterTimestamp {quoted_units} "
+                  "2>/dev/null"]
     if sysctls:
         parts += ["echo '[sysctl]'", "sysctl " + " ".join(shlex.quote(s) for s in sysctls)
                   + " 2>/dev/null"]
@@ -129,12 +138,18 @@ def parse_snapshot(lines: Iterable[str]) -> HostState:
 
     def flush_unit() -> None:
         if "Id" in unit:
-            st.units[unit["Id"]] = dict(unit)
+            if section == "started":
+                stamp = unit.get("ActiveEnterTimestamp", "")
+                if stamp.startswith("@") and stamp[1:].isdigit():
+                    st.started[unit["Id"]] = int(stamp[1:])
+            else:
+                st.units[unit["Id"]] = dict(unit)
         unit.clear()
 
     for raw in lines:
         line = raw.rstrip("\n")
         if line.startswith("[") and line.endswith("]"):
+            flush_unit()
             section = line[1:-1]
             continue
         if section == "sha" and "  " in line:
@@ -143,7 +158,11 @@ def parse_snapshot(lines: Iterable[str]) -> HostState:
         elif section == "mode" and line.count(" ") >= 3:
             mode, owner, group, path = line.split(" ", 3)
             st.stats[path] = (int(mode, 8), owner, group)
-        elif section == "units":
+        elif section == "mtime" and " " in line:
+            stamp, path = line.split(" ", 1)
+            if stamp.isdigit():
+                st.mtimes[path] = int(stamp)
+        elif section in ("units", "started"):
             if not line.strip():
                 flush_unit()
             elif "=" in line:
@@ -231,6 +250,12 @@ def changes(spec: HostSpec, st: HostState) -> Changes:
     changed = tuple(f for f in drifted if st.files.get(f.path, ("", -1))[0] != f.sha256)
     reload_units = {f.unit for f in changed if f.unit and not f.restart}
     restart_units = {f.unit for f in changed if f.unit and f.restart}
+    # A file newer than its running unit was put in place by a run that stopped before the
+    # restart (interrupted, or a failed gate on another unit): this run restarts it, so a rerun
+    # resumes. Only for restarts: a reload does not change when a unit became active.
+    restart_units |= {f.unit for f in spec.files
+                      if f.unit and f.restart and f.path in st.mtimes and f.unit in st.started
+                      and st.mtimes[f.path] > st.started[f.unit]}
     unmask, enable, actions = [], [], []
     for u in spec.units:
         props = st.units.get(u, {})
