@@ -29,8 +29,8 @@ def test_a_bad_object_stops_the_run_before_any_host_is_touched(
         monkeypatch: pytest.MonkeyPatch) -> None:
     real = o.coredns
 
-    def broken(cluster: Any, image: str) -> list[dict[str, Any]]:
-        objects = copy.deepcopy(real(cluster, image))
+    def broken(cluster: Any, image: str, ca_bundle: bytes) -> list[dict[str, Any]]:
+        objects = copy.deepcopy(real(cluster, image, ca_bundle))
         service = next(x for x in objects if x["kind"] == "Service")
         service["spec"]["ports"][0]["port"] = "53"
         return objects

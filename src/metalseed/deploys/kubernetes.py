@@ -12,7 +12,11 @@ Operations, the same on every host (workers make the control plane's with nothin
 4. the RBAC the node agents need (flanneld's), server-side applied;
 5. ONE converge per node for kubelet, kube-proxy and flanneld (each behind its health check);
 6. CoreDNS and the node role labels, server-side applied (field manager ``metalseed``) once every
-   node registered; then waits on real conditions: every node Ready, CoreDNS Available.
+   node registered and every namespace's kube-root-ca.crt holds the store's trust bundle (CoreDNS's
+   pod template carries the bundle's digest, so a CA rotation rolls it onto the new bundle); then
+   waits on real conditions: every node Ready, kube-root-ca.crt current, CoreDNS rolled out;
+7. after a CA rotation's last phase, the API servers' published authentication CAs
+   (extension-apiserver-authentication) are written again without the retired CA.
 
 Every object of 4 and 6 is validated against the pinned Kubernetes' OpenAPI schemas (the mirror's
 ``kubernetes-openapi``) when the deploy is prepared, before any host is touched.
@@ -270,6 +274,7 @@ def kubernetes() -> None:
     converge(name=NODE_OP, spec=node_spec(cluster, node, kube, flanneld))
     apply_objects(name=ka.ADDONS_OP, cluster=cluster, which=ka.ADDONS, _run_once=True)
     wait_objects(name=ka.WAIT_OP, cluster=cluster, _run_once=True)
+    ka.retire_authentication_cas(name=ka.RETIRE_OP, cluster=cluster, _run_once=True)
 
 
 def _wait_api(cluster: Cluster, inventory: Any) -> None:

@@ -9,6 +9,7 @@ Whether anything would change is decided when the run is prepared: each object i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -64,13 +65,32 @@ def _resource(dyn: Any, obj: dict[str, Any]) -> Any:
                                                                   kind=obj["kind"]))
 
 
+APPLY_TRIES = 3
+
+
 def _apply_one(dyn: Any, obj: dict[str, Any], dry_run: bool) -> Any:
     meta = obj["metadata"]
     extra = {"dry_run": "All"} if dry_run else {}
-    return kc.translated(f"applying {describe(obj)}", lambda: _resource(dyn, obj).server_side_apply(
-        body=obj, name=meta["name"], namespace=meta.get("namespace"),
-        field_manager=FIELD_MANAGER, force_conflicts=True,
-        _request_timeout=kc.REQUEST_TIMEOUT, **extra))
+    for attempt in range(1, APPLY_TRIES + 1):
+        try:
+            return kc.translated(f"applying {describe(obj)}", lambda: _resource(
+                dyn, obj).server_side_apply(body=obj, name=meta["name"],
+                                            namespace=meta.get("namespace"),
+                                            field_manager=FIELD_MANAGER, force_conflicts=True,
+                                            _request_timeout=kc.REQUEST_TIMEOUT, **extra))
+        except KubernetesError as e:
+            # A connection the API server dropped (seen once, at load average 200, right after
+            # the masters restarted) is tried again: an apply is idempotent. A refusal is not.
+            if attempt == APPLY_TRIES or not isinstance(e.__cause__, (OSError, _http_errors())):
+                raise
+            time.sleep(2.0 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _http_errors() -> type[Exception]:
+    from urllib3.exceptions import HTTPError
+
+    return HTTPError
 
 
 def _stable(obj: Any) -> dict[str, Any]:
@@ -212,7 +232,13 @@ OBJECT_SETS = (BOOTSTRAP, ADDONS)
 def _rendered(cluster: Cluster, which: str) -> list[dict[str, Any]]:
     if which == BOOTSTRAP:
         return o.bootstrap_objects()
-    bundle = ca_bundle(cluster)
+    # Only the digest of the bundle goes into objects: validating them against the schemas
+    # (before a dry run or a first run has a store) needs no real one. Applying does: it first
+    # waits for kube-root-ca.crt to hold the store's bundle, which reads it strictly.
+    try:
+        bundle = ca_bundle(cluster)
+    except KubernetesError:
+        bundle = b""
     return [*o.addon_objects(cluster, coredns_image(cluster), bundle),
             *ingress.ingress_objects(cluster, traefik_image(cluster), bundle)]
 
@@ -336,6 +362,92 @@ def _wait_all(cluster: Cluster) -> None:
     wait_root_ca(cluster)
     wait_deployment_available(cluster, o.NAMESPACE, o.COREDNS)
     wait_daemonset_available(cluster, ingress.NAMESPACE, ingress.NAME, len(cluster.workers))
+
+
+AUTH_CONFIGMAP = ("kube-system", "extension-apiserver-authentication")
+AUTH_CA_KEYS = ("client-ca-file", "requestheader-client-ca-file")
+RETIRE_OP = "kubernetes: extension-apiserver-authentication holds no retired CA"
+
+
+def current_cas(cluster: Cluster) -> frozenset[bytes]:
+    """Every CA the store's cluster and front-proxy trust bundles hold (DER)."""
+    from metalseed.pki.issue import store_for
+    from metalseed.pki.profiles import FRONT_PROXY_CA
+    from metalseed.pki.rotation import bundle_path
+
+    path = bundle_path(store_for(cluster), FRONT_PROXY_CA)
+    try:
+        front = path.read_bytes()
+    except OSError as e:
+        raise KubernetesError(f"cannot read {path}: {e.strerror}") from e
+    return _cert_set(ca_bundle(cluster)) | _cert_set(front)
+
+
+def authentication_cas(cluster: Cluster) -> dict[str, frozenset[bytes]] | None:
+    """The CAs the API servers publish for other components (the scheduler, the controller-manager,
+    aggregated API servers) to authenticate clients with, per key; None if not published yet."""
+    from kubernetes import client as k8s
+
+    api = k8s.CoreV1Api(kc.api_client(cluster))
+    ns, name = AUTH_CONFIGMAP
+    try:
+        cm = kc.translated(f"reading ConfigMap {ns}/{name}", lambda: api.read_namespaced_config_map(
+            name, ns, _request_timeout=kc.REQUEST_TIMEOUT))
+    except KubernetesError as e:
+        if getattr(e.__cause__, "status", None) == 404:
+            return None
+        raise
+    data = cm.data or {}
+    return {k: _cert_set(data.get(k, "")) for k in AUTH_CA_KEYS}
+
+
+def retired_in_authentication(cluster: Cluster) -> bool:
+    """Does extension-apiserver-authentication still hold a CA no trust bundle holds? Each API
+    server adds its CAs to what the ConfigMap holds and never removes one (until it expires), so
+    a finished CA rotation leaves the retired CA there."""
+    held = authentication_cas(cluster)
+    if held is None:
+        return False
+    current = current_cas(cluster)
+    return any(cas - current for cas in held.values())
+
+
+def _republish_authentication(cluster: Cluster, timeout: float = ROOT_CA_TIMEOUT) -> None:
+    """Delete the ConfigMap: every API server (all trusting only the current CAs by now) writes
+    it again from its own files, within seconds."""
+    from kubernetes import client as k8s
+
+    api = k8s.CoreV1Api(kc.api_client(cluster))
+    ns, name = AUTH_CONFIGMAP
+    kc.translated(f"deleting ConfigMap {ns}/{name}", lambda: api.delete_namespaced_config_map(
+        name, ns, _request_timeout=kc.REQUEST_TIMEOUT))
+    current = current_cas(cluster)
+
+    def check() -> str | None:
+        held = authentication_cas(cluster)
+        if held is None:
+            return "not published again yet"
+        bad = [k for k, cas in held.items() if not cas or cas - current]
+        return f"{', '.join(bad)}: not the current CAs yet" if bad else None
+
+    kc.wait_for(f"ConfigMap {ns}/{name}", "published again with the current CAs only", check,
+                timeout)
+
+
+@operation()
+def retire_authentication_cas(cluster: Cluster) -> Generator[Any, None, None]:
+    """After a CA rotation's last phase: the published authentication CAs lose the retired CA
+    (call with ``_run_once=True``). Decided when the run is prepared; nothing to do, no change."""
+    cache: dict[str, bool] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
+    if RETIRE_OP not in cache:
+        try:
+            cache[RETIRE_OP] = retired_in_authentication(cluster)
+        except KubernetesError:
+            cache[RETIRE_OP] = False  # the API does not answer yet (a first run): nothing to retire
+    if cache[RETIRE_OP]:
+        if not host.state.is_executing:
+            host.log(f"would republish ConfigMap {'/'.join(AUTH_CONFIGMAP)} without retired CAs")
+        yield FunctionCommand(_republish_authentication, (cluster,), {})
 
 
 @operation()
