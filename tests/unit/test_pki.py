@@ -292,3 +292,14 @@ def test_cli_data_overrides_like_pyinfra(tmp_path: Path) -> None:
     assert px.describe(cert).lifetime == dt.timedelta(hours=2, minutes=5)
     r = run_cli(tmp_path, "pki", "show", "prod.py", "--data", "nonsense")
     assert r.returncode == 2 and "KEY=VALUE" in r.stderr
+
+
+def test_tables_never_cut_what_names_a_row() -> None:
+    from metalseed.pki.cli import _table
+
+    path = "/etc/kubernetes/kubelet/kubeconfig#client-certificate-data"
+    text = _table([("HOST", "PATH", "SUBJECT", "STATUS"), ("w1", path, "CN=" + "x" * 80, "ok")],
+                  ["ok"], keep=(0, 1))
+    row = text.splitlines()[1]
+    assert row.split()[:2] == ["w1", path]
+    assert "…" in row  # the subject is still cut at 48 characters

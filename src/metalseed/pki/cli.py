@@ -121,7 +121,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for host, err in sorted(errors.items()):
         rows.append((host, "-", "-", "-", "-", "-", f"unreachable: {err}"))
         states.append(INVALID)
-    print(_table(rows, states))
+    print(_table(rows, states, keep=(0, 1)))
     bad = [s for s in states if s != OK]
     stale = [st for st in statuses if not st.store.startswith(MATCHES)]
     if stale:
@@ -160,10 +160,12 @@ def format_table(statuses: list[Status], now: dt.datetime) -> str:
     return _table(rows, states)
 
 
-def _table(rows: Sequence[tuple[str, ...]], states: list[str]) -> str:
-    """Aligned columns; the last column (status) is coloured by state and never cut."""
+def _table(rows: Sequence[tuple[str, ...]], states: list[str], keep: tuple[int, ...] = (0,)) -> str:
+    """Aligned columns; the last column (status) is coloured by state and never cut, nor are the
+    ``keep`` columns (what names a row: an id, a host and path, which an operator copies)."""
     n = len(rows[0]) - 1
-    widths = [min(max(len(r[i]) for r in rows), 48) for i in range(n)]
+    widths = [max(len(r[i]) for r in rows) if i in keep else min(max(len(r[i]) for r in rows), 48)
+              for i in range(n)]
     lines = []
     for i, r in enumerate(rows):
         cells = [c if len(c) <= widths[j] else c[: widths[j] - 1] + "…"
