@@ -182,8 +182,13 @@ def test_nginx_annotations_behave_as_under_ingress_nginx(kube_cluster: Cluster,
     creds = ("-u", f"{user}:{password}")
 
     def served() -> str | None:
-        status, body, _ = through_the_edge(kube_app, "/hostname", *creds, host=host)
-        return None if status == 200 else f"{status} {body[:80]}"
+        # Each worker's Traefik picks the new Ingress up on its own: ask until several requests
+        # in a row (the edge spreads them over both workers) are answered.
+        for _ in range(6):
+            status, body, _ = through_the_edge(kube_app, "/hostname", *creds, host=host)
+            if status != 200:
+                return f"{status} {body[:80]}"
+        return None
 
     try:
         wait_until(f"https://{host}/ answers through the edge", served, timeout=60)
