@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from benchlab import REPO, add_lab_arguments, lab_for
+from tests.lab.app import APP as APP_YAML
 
 from metalseed import edgeprobe, kubeprobe
 from metalseed.lab import Lab
@@ -53,62 +54,6 @@ APP = "netexec"
 PEER_PORT = 8443
 CLIENT_NS = "bench-faults"
 
-APP_YAML = """apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      affinity:
-        podAntiAffinity:
-          preferredDuringSchedulingIgnoredDuringExecution:
-            - weight: 100
-              podAffinityTerm:
-                labelSelector: {{matchLabels: {{app: {name}}}}}
-                topologyKey: kubernetes.io/hostname
-      containers:
-        - name: agnhost
-          image: {image}
-          args: ["netexec", "--http-port=8080"]
-          ports: [{{name: http, containerPort: 8080}}]
-          readinessProbe:
-            httpGet: {{path: /healthz, port: http}}
-            periodSeconds: 1
-          securityContext:
-            allowPrivilegeEscalation: false
-            capabilities: {{drop: [ALL]}}
-            runAsNonRoot: true
-            runAsUser: 65534
-            seccompProfile: {{type: RuntimeDefault}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  ingressClassName: nginx
-  rules:
-    - host: {host}
-      http:
-        paths:
-          - path: /
-            pathType: Prefix
-            backend:
-              service: {{name: {name}, port: {{name: http}}}}
-"""
 
 
 def say(msg: str) -> None:
@@ -156,7 +101,7 @@ def agnhost_image(c: Cluster) -> str:
 
 def deploy_app(c: Cluster, timeout: float = 300) -> str:
     """Apply the app and wait until it answers through the edge; returns the pod that did."""
-    kubectl(c, "apply", "-f", "-", input=APP_YAML.format(ns=APP_NS, name=APP, host=app_host(c),
+    kubectl(c, "apply", "-f", "-", input=APP_YAML.format(ns=APP_NS, name=APP, replicas=2, host=app_host(c),
                                                          image=agnhost_image(c)))
     ctx = edgeprobe.tls_context(store_for(c).cert_path("edge/ca"))
     deadline = time.monotonic() + timeout

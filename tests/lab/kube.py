@@ -30,6 +30,7 @@ from metalseed.lab import Lab
 from metalseed.lab.inventory import pyinfra_inventory
 from metalseed.lab.state import load as load_state
 from metalseed.model import Cluster, cluster_from_inventory
+from tests.lab.app import APP
 from tests.lab.labs import REPO, TEST_LAB, booted_lab, pyinfra_runner
 
 RunPyinfra = Callable[..., subprocess.CompletedProcess[str]]
@@ -143,75 +144,6 @@ APP_NAMESPACE = "metalseed-app"
 APP_NAME = "netexec"
 APP_REPLICAS = 2
 
-APP = """apiVersion: v1
-kind: Namespace
-metadata:
-  name: {ns}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      # One replica per worker while both are up: a worker's loss leaves one serving.
-      affinity:
-        podAntiAffinity:
-          preferredDuringSchedulingIgnoredDuringExecution:
-            - weight: 100
-              podAffinityTerm:
-                labelSelector:
-                  matchLabels: {{app: {name}}}
-                topologyKey: kubernetes.io/hostname
-      containers:
-        - name: agnhost
-          image: {image}
-          args: ["netexec", "--http-port=8080"]
-          ports: [{{name: http, containerPort: 8080}}]
-          readinessProbe:
-            httpGet: {{path: /healthz, port: http}}
-            periodSeconds: 2
-          securityContext:
-            allowPrivilegeEscalation: false
-            capabilities: {{drop: [ALL]}}
-            runAsNonRoot: true
-            runAsUser: 65534
-            seccompProfile: {{type: RuntimeDefault}}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  ingressClassName: nginx
-  rules:
-    - host: {host}
-      http:
-        paths:
-          - path: /
-            pathType: Prefix
-            backend:
-              service:
-                name: {name}
-                port: {{name: http}}
-"""
 
 
 @dataclass(frozen=True)
