@@ -23,6 +23,7 @@ from typing import Any
 
 from metalseed.errors import InventoryError, ModelError, ModelErrors
 from metalseed.mirror import default_root as default_mirror_root
+from metalseed.tenants.spec import TenantSpec, parse_tenants
 
 IPv4 = ipaddress.IPv4Address
 Net4 = ipaddress.IPv4Network
@@ -163,6 +164,20 @@ class Cluster:
     """containerd clamps the OOM scores it sets to its own (its ``restrict_oom_score_adj``): for
     nodes where nothing may lower an OOM score (no CAP_SYS_RESOURCE, as in this lab), where runc
     otherwise fails every pod sandbox ("failed to update /proc/self/oom_score_adj")."""
+    tenants: tuple[TenantSpec, ...] = ()
+    """The tenant control planes this cluster hosts as a seed (``tenants`` in group data), by name."""
+    tenant_domain: str = ""
+    """Tenant API endpoints are ``<tenant>.<tenant_domain>``: the SAN of each tenant's API server
+    certificate and the SNI name the edge routes to that tenant."""
+
+    def tenant(self, name: str) -> TenantSpec:
+        for t in self.tenants:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def tenant_endpoint(self, name: str) -> str:
+        return f"{name}.{self.tenant_domain}"
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -459,6 +474,12 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "mirror_url": (_optional(_mirror_url), None),
     "mirror_dir": (_optional(_path), None),
     "containerd_restrict_oom_score_adj": (_bool, False),
+    # Checked with the inventory's hosts and pinned versions in build_cluster (parse_tenants).
+    "tenants": (lambda value: value, None),
+    # None: <cluster_name>.tenants.<dns_domain>, resolvable or not (admin.conf names the VIP and
+    # sends the endpoint as its TLS server name, so no DNS record is needed).
+    "tenant_domain": (_optional(_str("an RFC 1123 subdomain such as tenants.example.com",
+                                     is_rfc1123_subdomain)), None),
 }
 
 HOST_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
@@ -611,6 +632,24 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
     _check_networks(raw, err)
     _check_ports(raw, err)
     _check_kubernetes(raw, err)
+    tenants: tuple[TenantSpec, ...] = ()
+    if "kubernetes_version" in raw:
+        try:
+            tenants = parse_tenants(raw.get("tenants"), kubernetes_releases(),
+                                    raw["kubernetes_version"], [h.inventory_name for h in hosts])
+        except ModelErrors as e:
+            errors.extend(e.errors)
+        except ModelError as e:
+            errors.append(e)
+    if tenants and not raw.get("kubernetes"):
+        err("tenants", sorted(t.name for t in tenants),
+            "tenants only on a seed: a cluster with kubernetes = True")
+    tenant_domain = raw.get("tenant_domain") or (
+        f"{raw.get('cluster_name')}.tenants.{raw.get('dns_domain')}")
+    for t in tenants:
+        if len(f"{t.name}.{tenant_domain}") > 253:
+            err("tenant_domain", tenant_domain, f"a domain short enough for the endpoint name "
+                f"{t.name}.{tenant_domain} (at most 253 characters)")
 
     if errors:
         raise errors[0] if len(errors) == 1 else ModelErrors(errors)
@@ -669,6 +708,8 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
         mirror_url=raw["mirror_url"],
         mirror_dir=raw["mirror_dir"] or default_mirror_root(),
         containerd_restrict_oom_score_adj=raw["containerd_restrict_oom_score_adj"],
+        tenants=tenants,
+        tenant_domain=tenant_domain,
     )
 
 
