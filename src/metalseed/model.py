@@ -16,7 +16,7 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ class Node:
     name: str
     """Kubernetes node name (RFC 1123 subdomain); also the etcd member name on masters."""
     address: IPv4
-    role: str  # "master" | "worker"
+    role: str  # "master" | "worker" | "datastore"
     inventory_name: str
     """The pyinfra host name this node came from."""
 
@@ -83,6 +83,14 @@ class EtcdSettings:
     data_dir: str = "/var/lib/etcd/metalseed"
     backup_dir: Path = Path("backups")
     """Where backups land on the operator's machine: ``<backup_dir>/<cluster>/``."""
+    store_dir: str = "etcd"
+    """The PKI store directory of this etcd cluster's CA and member certificates: ``etcd`` for the
+    cluster's own etcd, ``datastore`` for the tenant datastore."""
+    admin_client: str = "healthcheck-client"
+    """The operator-side client certificate (``<store_dir>/<admin_client>``) the deploy's health
+    gates, and with ``auth`` every administration, use."""
+    auth: bool = False
+    """etcd authentication enabled (a root user and role, certificate CNs as user names)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,25 @@ class KubernetesSettings:
     ``kubernetes`` pin's by default; deploys/kubernetes-upgrade.py moves a cluster to it)."""
 
 
+DATASTORE_GROUP = "datastore"
+DATASTORE_ROOT_USER = "root"
+"""etcd's own superuser name: the CN of the datastore's administration certificate."""
+
+
+@dataclass(frozen=True)
+class Datastore:
+    """The tenant datastore: a separate etcd cluster (inventory group ``datastore``, 1, 3 or 5
+    members, none of them a master or a worker) with authentication enabled. It uses the cluster's
+    etcd ports and timing: it shares no host with the cluster's etcd, so they cannot collide."""
+
+    members: tuple[Node, ...]
+    etcd: EtcdSettings
+
+    def client_urls(self) -> list[str]:
+        """What a tenant's kube-apiserver gets as ``--etcd-servers`` (comma-joined)."""
+        return [f"https://{m.address}:{self.etcd.client_port}" for m in self.members]
+
+
 @dataclass(frozen=True)
 class Cluster:
     name: str
@@ -160,6 +187,11 @@ class Cluster:
     mirror_dir: Path = field(default_factory=default_mirror_root)
     """The operator-side mirror root holding ``manifest.json``: the sha256 every download from
     ``mirror_url`` is checked against (never what a host or the mirror server says)."""
+    datastore: Datastore | None = None
+    """The tenant datastore, when the inventory has a ``datastore`` group."""
+    tenants: tuple[Any, ...] = ()
+    """The tenants of a seed (``tenants`` data; :class:`metalseed.tenants.spec.TenantSpec`),
+    sorted by name."""
     containerd_restrict_oom_score_adj: bool = False
     """containerd clamps the OOM scores it sets to its own (its ``restrict_oom_score_adj``): for
     nodes where nothing may lower an OOM score (no CAP_SYS_RESOURCE, as in this lab), where runc
@@ -195,6 +227,20 @@ class Cluster:
     @property
     def pki_dir(self) -> Path:
         return self.pki.store / self.name
+
+    def is_datastore_host(self, name: str) -> bool:
+        """Whether the inventory host ``name`` is a datastore member (not a Kubernetes node)."""
+        return self.datastore is not None and any(
+            name in (m.name, m.inventory_name) for m in self.datastore.members)
+
+    def datastore_view(self) -> Cluster:
+        """The datastore as the etcd deploy sees a cluster: its members as the masters, its own
+        etcd settings, the same name and PKI store (its material under ``datastore/``)."""
+        if self.datastore is None:
+            raise ModelError(DATASTORE_GROUP, None, "a 'datastore' group of 1, 3 or 5 hosts in the "
+                             "inventory for a tenant datastore")
+        return replace(self, masters=self.datastore.members, workers=(), etcd=self.datastore.etcd,
+                       datastore=None)
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -482,6 +528,9 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
                                      is_rfc1123_subdomain)), None),
 }
 
+# Data read by their own parsers (beside the table): the same value on every host too.
+OTHER_CLUSTER_KEYS = ("tenants",)
+
 HOST_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "address": (_ipv4, None),
     "node_name": (_str("an RFC 1123 subdomain: lowercase letters, digits, '-' and '.'",
@@ -536,7 +585,8 @@ PLAYBOOK_INPUTS: dict[str, Callable[[object], Any]] = {
 }
 
 REQUIRED = ("cluster_name", "vip", "node_network")
-KNOWN_KEYS = frozenset(CLUSTER_SETTINGS) | frozenset(HOST_SETTINGS) | frozenset(PLAYBOOK_INPUTS)
+KNOWN_KEYS = (frozenset(CLUSTER_SETTINGS) | frozenset(HOST_SETTINGS) | frozenset(PLAYBOOK_INPUTS)
+              | frozenset(OTHER_CLUSTER_KEYS))
 
 
 def is_foreign_key(key: str) -> bool:
@@ -573,15 +623,22 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
 
     masters = [h for h in hosts if "masters" in h.groups]
     workers = [h for h in hosts if "workers" in h.groups]
+    datastore = [h for h in hosts if DATASTORE_GROUP in h.groups]
     for h in hosts:
-        if "masters" in h.groups and "workers" in h.groups:
-            err("groups", "masters and workers", "a host in exactly one of them", h.inventory_name)
-        elif "masters" not in h.groups and "workers" not in h.groups:
-            err("groups", list(h.groups), "the host in the 'masters' or the 'workers' group",
-                h.inventory_name)
+        mine = [g for g in ("masters", "workers", DATASTORE_GROUP) if g in h.groups]
+        if len(mine) > 1:
+            err("groups", " and ".join(mine), "a host in exactly one of masters, workers and "
+                "datastore (a datastore member is no Kubernetes node, and shares no host with the "
+                "cluster's etcd)", h.inventory_name)
+        elif not mine:
+            err("groups", list(h.groups), "the host in the 'masters', 'workers' or 'datastore' "
+                "group", h.inventory_name)
     if len(masters) % 2 == 0:
         err("masters", len(masters),
             "an odd number of masters (1 for a lab, 3 recommended, 5 for large clusters)")
+    if datastore and len(datastore) not in (1, 3, 5):
+        err(DATASTORE_GROUP, len(datastore), "an odd number of datastore members: 1 (a lab), 3 "
+            "or 5 (an even count adds no failure tolerance: etcd's quorum is a majority)")
 
     # Cluster-wide settings: the same value on every host.
     raw: dict[str, Any] = {}
@@ -601,6 +658,13 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             raw[key] = parse(value)
         except ValueError as e:
             err(key, value, str(e))
+    for key in OTHER_CLUSTER_KEYS:
+        value = reference.data.get(key) if reference else None
+        for h in hosts:
+            if h.data.get(key) != value:
+                err(key, h.data.get(key), f"the same value on every host (cluster-wide setting); "
+                    f"{reference.inventory_name if reference else '?'} has {value!r}",
+                    h.inventory_name)
     # Playbook inputs given in the data are checked now too, with everything else; the playbook
     # that uses them reads them again with its own defaults (playbook_inputs).
     for key, parse_input in PLAYBOOK_INPUTS.items():
@@ -612,7 +676,7 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
                 err(key, h.data[key], str(e))
 
     nodes: list[Node] = []
-    for role, group in (("master", masters), ("worker", workers)):
+    for role, group in (("master", masters), ("worker", workers), ("datastore", datastore)):
         for h in group:
             name = h.data.get("node_name") or h.inventory_name
             try:
@@ -651,14 +715,40 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             err("tenant_domain", tenant_domain, f"a domain short enough for the endpoint name "
                 f"{t.name}.{tenant_domain} (at most 253 characters)")
 
+    tenants: tuple[Any, ...] = ()
+    if reference is not None and reference.data.get("tenants") is not None:
+        from metalseed.tenants.spec import parse_tenants
+
+        try:
+            tenants = parse_tenants(reference.data["tenants"], kubernetes_releases(),
+                                    raw.get("kubernetes_version") or "",
+                                    [h.inventory_name for h in hosts])
+        except ModelErrors as e:
+            errors.extend(e.errors)
+        except ModelError as e:
+            errors.append(e)
+
     if errors:
         raise errors[0] if len(errors) == 1 else ModelErrors(errors)
 
+    etcd = EtcdSettings(
+        client_port=raw["etcd_client_port"],
+        peer_port=raw["etcd_peer_port"],
+        metrics_port=raw["etcd_metrics_port"],
+        heartbeat_ms=raw["etcd_heartbeat_ms"],
+        election_ms=raw["etcd_election_ms"],
+        source=raw["etcd_source"],
+        tarball_url=raw["etcd_tarball_url"],
+        tarball_sha256=raw["etcd_tarball_sha256"],
+        data_dir=raw["etcd_data_dir"],
+        backup_dir=raw["etcd_backup_dir"],
+    )
+    members = tuple(n for n in nodes if n.role == "datastore")
     return Cluster(
         name=raw["cluster_name"],
         dns_domain=raw["dns_domain"],
         masters=tuple(n for n in nodes if n.is_master),
-        workers=tuple(n for n in nodes if not n.is_master),
+        workers=tuple(n for n in nodes if n.role == "worker"),
         vip=raw["vip"],
         vip_interface=raw["vip_interface"],
         node_network=raw["node_network"],
@@ -667,18 +757,11 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
         apiserver_port=raw["apiserver_port"],
         ingress_http_nodeport=raw["ingress_http_nodeport"],
         ingress_https_nodeport=raw["ingress_https_nodeport"],
-        etcd=EtcdSettings(
-            client_port=raw["etcd_client_port"],
-            peer_port=raw["etcd_peer_port"],
-            metrics_port=raw["etcd_metrics_port"],
-            heartbeat_ms=raw["etcd_heartbeat_ms"],
-            election_ms=raw["etcd_election_ms"],
-            source=raw["etcd_source"],
-            tarball_url=raw["etcd_tarball_url"],
-            tarball_sha256=raw["etcd_tarball_sha256"],
-            data_dir=raw["etcd_data_dir"],
-            backup_dir=raw["etcd_backup_dir"],
-        ),
+        etcd=etcd,
+        datastore=Datastore(members, replace(etcd, store_dir="datastore",
+                                             admin_client=DATASTORE_ROOT_USER, auth=True))
+        if members else None,
+        tenants=tenants,
         pki=PKISettings(
             key_algorithm=raw["pki_key_algorithm"],
             ca_lifetime=raw["pki_ca_lifetime"],

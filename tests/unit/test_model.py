@@ -284,3 +284,77 @@ def test_kubernetes_clusters_fail_over_fast_unless_told_otherwise() -> None:
     told = build_cluster(hosts(common={"kubernetes": True, "edge_failover": "default"}))
     assert told.edge.failover == "default" and told.edge.advert_int == 1.0
     assert build_cluster(hosts()).edge.failover == "default"
+
+
+def _datastore(n: int, common: dict[str, Any] | None = None) -> list[_HostInput]:
+    return [_HostInput(f"d{i}", ("datastore", "all"),
+                       {**BASE, **(common or {}), "ssh_hostname": f"10.20.0.{30 + i}"})
+            for i in range(1, n + 1)]
+
+
+def test_no_datastore_group_leaves_the_cluster_as_it_was() -> None:
+    c = build_cluster(hosts())
+    assert c.datastore is None and c.tenants == ()
+    with pytest.raises(ModelError, match="datastore"):
+        c.datastore_view()
+
+
+def test_datastore_group_is_its_own_etcd_cluster_and_no_kubernetes_node() -> None:
+    c = build_cluster(hosts(1, 1) + _datastore(3))
+    assert c.datastore is not None
+    assert [n.name for n in c.nodes] == ["m1", "w1"]
+    assert [m.role for m in c.datastore.members] == ["datastore"] * 3
+    assert c.datastore.client_urls() == [f"https://10.20.0.{30 + i}:2379" for i in (1, 2, 3)]
+    assert c.datastore.etcd.store_dir == "datastore" and c.datastore.etcd.auth
+    assert c.datastore.etcd.admin_client == "root"
+    assert c.etcd.store_dir == "etcd" and not c.etcd.auth
+    assert c.is_datastore_host("d2") and not c.is_datastore_host("m1")
+    view = c.datastore_view()
+    assert view.name == c.name and view.pki_dir == c.pki_dir and view.workers == ()
+    assert view.etcd_initial_cluster() == ",".join(
+        f"d{i}=https://10.20.0.{30 + i}:2380" for i in (1, 2, 3))
+
+
+def test_datastore_member_count_must_be_odd() -> None:
+    with pytest.raises(ModelError) as info:
+        build_cluster(hosts(1, 0) + _datastore(2))
+    [e] = [e for e in errors_of(info.value) if e.field == "datastore"]
+    assert e.found == 2 and "odd" in e.accepted
+
+
+def test_a_datastore_member_is_no_master_nor_worker() -> None:
+    both = [_HostInput("m2", ("masters", "datastore", "all"),
+                       {**BASE, "ssh_hostname": "10.20.0.12"}),
+            _HostInput("w1", ("workers", "datastore", "all"),
+                       {**BASE, "ssh_hostname": "10.20.0.21"})]
+    with pytest.raises(ModelError) as info:
+        build_cluster(hosts(1, 0) + both)
+    bad = {e.host: e for e in errors_of(info.value) if e.field == "groups"}
+    assert set(bad) == {"m2", "w1"}
+    assert bad["m2"].found == "masters and datastore"
+    assert bad["w1"].found == "workers and datastore"
+
+
+def test_datastore_address_must_be_unique_and_inside_the_node_network() -> None:
+    clash = [_HostInput("d1", ("datastore", "all"), {**BASE, "ssh_hostname": "10.20.0.11"})]
+    err = [e for e in errors_of(_raises(hosts(1, 0) + clash)) if e.field == "address"]
+    assert err and "no other host" in err[0].accepted
+    outside = [_HostInput("d1", ("datastore", "all"), {**BASE, "ssh_hostname": "10.30.0.5"})]
+    err = [e for e in errors_of(_raises(hosts(1, 0) + outside)) if e.field == "address"]
+    assert err and "node_network" in err[0].accepted
+
+
+def _raises(inputs: list[_HostInput]) -> ModelError:
+    with pytest.raises(ModelError) as info:
+        build_cluster(inputs)
+    return info.value
+
+
+def test_tenants_are_parsed_and_must_be_the_same_everywhere() -> None:
+    data = {"tenants": {"globex": {}, "acme": {"profile": "small"}}}
+    c = build_cluster(hosts(1, 1, common=data) + _datastore(1, data))
+    assert [t.name for t in c.tenants] == ["acme", "globex"]
+    err = _raises(hosts(1, 1, common={"tenants": {"acme": {"profle": "small"}}}))
+    assert any("did you mean 'profile'" in e.accepted for e in errors_of(err))
+    differing = hosts(1, 1, per_host={"w1": {"tenants": {"acme": {}}}})
+    assert any(e.field == "tenants" and e.host == "w1" for e in errors_of(_raises(differing)))

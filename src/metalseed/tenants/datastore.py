@@ -9,6 +9,33 @@ later tenant).
 
 from __future__ import annotations
 
+CA_ID = "datastore/ca"
+"""Store id of the datastore's CA: ``pki/<seed>/datastore/ca.crt`` (what a tenant's API server
+trusts is its bundle, ``datastore/ca-bundle.crt``, which also holds a CA being rotated in)."""
+CA_BUNDLE_ID = "datastore/ca-bundle"
+ROOT_CLIENT_ID = "datastore/root"
+"""metalseed's own administration certificate (CN ``root``, etcd's superuser)."""
+USER_PREFIX = "tenant-"
+"""Every tenant's etcd user and role is ``tenant-<name>``: never a name of etcd's own (a tenant
+called ``root`` must not become etcd's superuser), and metalseed manages exactly the users and roles
+with this prefix, so ``root`` is never touched by a convergence."""
+
+
+def user(tenant: str) -> str:
+    """The tenant's etcd user name, role name and client certificate CN."""
+    return f"{USER_PREFIX}{tenant}"
+
+
+def client_id(tenant: str) -> str:
+    """Store id of the tenant's datastore client pair:
+    ``pki/<seed>/tenants/<name>/datastore-client.crt`` and ``.key``."""
+    return f"tenants/{tenant}/datastore-client"
+
+
+def etcd_prefix(tenant: str) -> str:
+    """The tenant kube-apiserver's ``--etcd-prefix``: its keys are then ``/<name>/...``."""
+    return f"/{tenant}"
+
 
 def prefix(tenant: str) -> bytes:
     return f"/{tenant}/".encode()
