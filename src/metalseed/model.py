@@ -189,9 +189,6 @@ class Cluster:
     ``mirror_url`` is checked against (never what a host or the mirror server says)."""
     datastore: Datastore | None = None
     """The tenant datastore, when the inventory has a ``datastore`` group."""
-    tenants: tuple[Any, ...] = ()
-    """The tenants of a seed (``tenants`` data; :class:`metalseed.tenants.spec.TenantSpec`),
-    sorted by name."""
     containerd_restrict_oom_score_adj: bool = False
     """containerd clamps the OOM scores it sets to its own (its ``restrict_oom_score_adj``): for
     nodes where nothing may lower an OOM score (no CAP_SYS_RESOURCE, as in this lab), where runc
@@ -528,9 +525,6 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
                                      is_rfc1123_subdomain)), None),
 }
 
-# Data read by their own parsers (beside the table): the same value on every host too.
-OTHER_CLUSTER_KEYS = ("tenants",)
-
 HOST_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "address": (_ipv4, None),
     "node_name": (_str("an RFC 1123 subdomain: lowercase letters, digits, '-' and '.'",
@@ -585,8 +579,7 @@ PLAYBOOK_INPUTS: dict[str, Callable[[object], Any]] = {
 }
 
 REQUIRED = ("cluster_name", "vip", "node_network")
-KNOWN_KEYS = (frozenset(CLUSTER_SETTINGS) | frozenset(HOST_SETTINGS) | frozenset(PLAYBOOK_INPUTS)
-              | frozenset(OTHER_CLUSTER_KEYS))
+KNOWN_KEYS = frozenset(CLUSTER_SETTINGS) | frozenset(HOST_SETTINGS) | frozenset(PLAYBOOK_INPUTS)
 
 
 def is_foreign_key(key: str) -> bool:
@@ -658,13 +651,6 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             raw[key] = parse(value)
         except ValueError as e:
             err(key, value, str(e))
-    for key in OTHER_CLUSTER_KEYS:
-        value = reference.data.get(key) if reference else None
-        for h in hosts:
-            if h.data.get(key) != value:
-                err(key, h.data.get(key), f"the same value on every host (cluster-wide setting); "
-                    f"{reference.inventory_name if reference else '?'} has {value!r}",
-                    h.inventory_name)
     # Playbook inputs given in the data are checked now too, with everything else; the playbook
     # that uses them reads them again with its own defaults (playbook_inputs).
     for key, parse_input in PLAYBOOK_INPUTS.items():
@@ -715,19 +701,6 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             err("tenant_domain", tenant_domain, f"a domain short enough for the endpoint name "
                 f"{t.name}.{tenant_domain} (at most 253 characters)")
 
-    tenants: tuple[Any, ...] = ()
-    if reference is not None and reference.data.get("tenants") is not None:
-        from metalseed.tenants.spec import parse_tenants
-
-        try:
-            tenants = parse_tenants(reference.data["tenants"], kubernetes_releases(),
-                                    raw.get("kubernetes_version") or "",
-                                    [h.inventory_name for h in hosts])
-        except ModelErrors as e:
-            errors.extend(e.errors)
-        except ModelError as e:
-            errors.append(e)
-
     if errors:
         raise errors[0] if len(errors) == 1 else ModelErrors(errors)
 
@@ -761,7 +734,6 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
         datastore=Datastore(members, replace(etcd, store_dir="datastore",
                                              admin_client=DATASTORE_ROOT_USER, auth=True))
         if members else None,
-        tenants=tenants,
         pki=PKISettings(
             key_algorithm=raw["pki_key_algorithm"],
             ca_lifetime=raw["pki_ca_lifetime"],

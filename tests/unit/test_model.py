@@ -350,11 +350,13 @@ def _raises(inputs: list[_HostInput]) -> ModelError:
     return info.value
 
 
-def test_tenants_are_parsed_and_must_be_the_same_everywhere() -> None:
-    data = {"tenants": {"globex": {}, "acme": {"profile": "small"}}}
+def test_tenants_with_a_datastore_are_parsed_and_the_same_everywhere() -> None:
+    data = {"kubernetes": True, "tenants": {"globex": {}, "acme": {"profile": "small"}}}
     c = build_cluster(hosts(1, 1, common=data) + _datastore(1, data))
     assert [t.name for t in c.tenants] == ["acme", "globex"]
-    err = _raises(hosts(1, 1, common={"tenants": {"acme": {"profle": "small"}}}))
+    err = _raises(hosts(1, 1, common={"kubernetes": True,
+                                      "tenants": {"acme": {"profle": "small"}}}))
     assert any("did you mean 'profile'" in e.accepted for e in errors_of(err))
-    differing = hosts(1, 1, per_host={"w1": {"tenants": {"acme": {}}}})
+    differing = hosts(1, 1, common={"kubernetes": True},
+                      per_host={"w1": {"tenants": {"acme": {}}}})
     assert any(e.field == "tenants" and e.host == "w1" for e in errors_of(_raises(differing)))
