@@ -30,6 +30,8 @@ from metalseed.tenants.spec import TenantSpec
 Obj = dict[str, Any]
 TENANT_LABEL = "metalseed.io/tenant"
 PKI_SECRET = "control-plane-pki"
+API_SERVICE = "kube-apiserver"
+"""The Service in front of a tenant's API servers (the edge routes the tenant's SNI name to it)."""
 PKI_DIR = "/etc/kubernetes/pki"
 API_PORT = 6443
 RUN_AS = 65532
@@ -214,7 +216,7 @@ def control_plane(i: ControlPlaneInputs) -> list[Obj]:
              },
          }},
         {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": "kube-apiserver", **meta},
+         "metadata": {"name": API_SERVICE, **meta},
          "spec": {"selector": selector,
                   "ports": [{"name": "https", "port": API_PORT, "targetPort": API_PORT,
                              "protocol": "TCP"}]}},

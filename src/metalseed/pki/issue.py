@@ -21,7 +21,7 @@ from metalseed.model import Cluster
 from metalseed.pki import kubeconfig
 from metalseed.pki import x509 as px
 from metalseed.pki.plan import INVALID, MISSING, NEEDS_ISSUE, OK, Inventory, Status, inspect
-from metalseed.pki.profiles import ENCRYPTION_KEY, SERVICE_ACCOUNT_KEY, ca_specs
+from metalseed.pki.profiles import ENCRYPTION_KEY, ca_specs
 from metalseed.pki.store import Store
 
 
@@ -87,11 +87,12 @@ def init_pki(cluster: Cluster, now: dt.datetime | None = None,
                 raise CAReplacementRefused(msg)
             report.warnings.append(msg)
 
-    if inv.sa.state == MISSING:
-        sa_key = px.generate_key(algorithm)
-        store.write(store.key_path(SERVICE_ACCOUNT_KEY), px.key_pem(sa_key), secret=True)
-        store.write(store.root / f"{SERVICE_ACCOUNT_KEY}.pub", px.public_pem(sa_key), secret=False)
-        report.actions.append(Action(SERVICE_ACCOUNT_KEY, "created", "no service-account key yet"))
+    for pair in (inv.sa, *inv.key_pairs):
+        if pair.state == MISSING:
+            sa_key = px.generate_key(algorithm)
+            store.write(store.key_path(pair.id), px.key_pem(sa_key), secret=True)
+            store.write(store.root / f"{pair.id}.pub", px.public_pem(sa_key), secret=False)
+            report.actions.append(Action(pair.id, "created", "no service-account key yet"))
 
     if cluster.kubernetes.enabled and store.read(store.root / ENCRYPTION_KEY) is None:
         secret = base64.b64encode(secrets.token_bytes(32)) + b"\n"
@@ -121,12 +122,13 @@ def init_pki(cluster: Cluster, now: dt.datetime | None = None,
             # The trust bundle, not only the signer: during a CA rotation a kubeconfig must accept
             # an API server certificate from either CA (phase 1 adds the new CA before any API
             # server serves one of its certificates; phase 3 drops the old one).
-            text = kubeconfig.render(cluster.name, spec.kubeconfig_server, spec.common_name,
+            text = kubeconfig.render(spec.kubeconfig_cluster or cluster.name,
+                                     spec.kubeconfig_server, spec.common_name,
                                      trust_bundle(store, spec.ca), px.cert_pem(cert),
-                                     px.key_pem(key))
-            path = store.root / "kubeconfig" / f"{spec.kubeconfig}.conf"
+                                     px.key_pem(key), spec.tls_server_name)
+            path = store.root / spec.kubeconfig_path
             if store.write(path, text, secret=True):
-                report.actions.append(Action(f"kubeconfig/{spec.kubeconfig}.conf", "written",
+                report.actions.append(Action(spec.kubeconfig_path, "written",
                                              "certificate changed"))
     return report
 

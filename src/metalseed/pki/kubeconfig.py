@@ -12,13 +12,15 @@ def _b64(data: bytes) -> str:
 
 
 def render(cluster_name: str, server: str, user: str, ca_pem: bytes, cert_pem: bytes,
-           key_pem: bytes) -> bytes:
+           key_pem: bytes, tls_server_name: str | None = None) -> bytes:
     context = f"{user}@{cluster_name}"
+    entry = {"server": server, "certificate-authority-data": _b64(ca_pem)}
+    if tls_server_name:
+        entry["tls-server-name"] = tls_server_name
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster_name, "cluster": {
-            "server": server, "certificate-authority-data": _b64(ca_pem)}}],
+        "clusters": [{"name": cluster_name, "cluster": entry}],
         "users": [{"name": user, "user": {
             "client-certificate-data": _b64(cert_pem), "client-key-data": _b64(key_pem)}}],
         "contexts": [{"name": context, "context": {"cluster": cluster_name, "user": user}}],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -26,6 +26,7 @@ from metalseed.pki.profiles import (
     CASpec,
     LeafSpec,
     ca_specs,
+    key_pair_ids,
     leaf_specs,
 )
 from metalseed.pki.store import Store
@@ -151,20 +152,20 @@ def _differences(spec: LeafSpec, info: px.CertInfo, settings: PKISettings) -> li
     return out
 
 
-def inspect_sa_key(store: Store) -> Status:
-    key_data = store.read(store.key_path(SERVICE_ACCOUNT_KEY))
-    pub_data = store.read(store.root / f"{SERVICE_ACCOUNT_KEY}.pub")
+def inspect_sa_key(store: Store, id: str = SERVICE_ACCOUNT_KEY) -> Status:
+    key_data = store.read(store.key_path(id))
+    pub_data = store.read(store.root / f"{id}.pub")
     if key_data is None and pub_data is None:
-        return Status(SERVICE_ACCOUNT_KEY, "key", MISSING, "not generated yet")
+        return Status(id, "key", MISSING, "not generated yet")
     if key_data is None or pub_data is None:
-        return Status(SERVICE_ACCOUNT_KEY, "key", INVALID, "sa.key or sa.pub is missing")
+        return Status(id, "key", INVALID, f"{id}.key or {id}.pub is missing")
     try:
         key = px.load_key(key_data)
     except (ValueError, TypeError) as e:
-        return Status(SERVICE_ACCOUNT_KEY, "key", INVALID, f"sa.key is unreadable ({e})")
+        return Status(id, "key", INVALID, f"{id}.key is unreadable ({e})")
     if px.public_pem(key) != pub_data:
-        return Status(SERVICE_ACCOUNT_KEY, "key", INVALID, "sa.pub does not match sa.key")
-    return Status(SERVICE_ACCOUNT_KEY, "key", OK, key=key)
+        return Status(id, "key", INVALID, f"{id}.pub does not match {id}.key")
+    return Status(id, "key", OK, key=key)
 
 
 RETIRED_DIR = "retired"
@@ -200,9 +201,12 @@ class Inventory:
     sa: Status
     rotating: dict[str, Status]
     """CAs of a rotation in progress, by store id (``etcd/ca.next``, ``etcd/ca.prev``)."""
+    key_pairs: list[Status] = field(default_factory=list)
+    """The tenants' service-account key pairs (``tenants/<name>/sa``)."""
 
     def all(self) -> list[Status]:
-        return [*self.cas.values(), *self.rotating.values(), *(s for _, s in self.leaves), self.sa]
+        return [*self.cas.values(), *self.rotating.values(), *(s for _, s in self.leaves), self.sa,
+                *self.key_pairs]
 
 
 def inspect(cluster: Cluster, store: Store, now: dt.datetime) -> Inventory:
@@ -219,4 +223,5 @@ def inspect(cluster: Cluster, store: Store, now: dt.datetime) -> Inventory:
     leaves = [(spec, inspect_leaf(spec, store, cas[spec.ca], settings, now,
                                   rotating.get(spec.ca + PREVIOUS), retired.get(spec.ca, ())))
               for spec in leaf_specs(cluster)]
-    return Inventory(cas, leaves, inspect_sa_key(store), rotating)
+    key_pairs = [inspect_sa_key(store, id) for id in key_pair_ids(cluster)[1:]]
+    return Inventory(cas, leaves, inspect_sa_key(store), rotating, key_pairs)

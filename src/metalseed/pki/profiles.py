@@ -38,6 +38,17 @@ class LeafSpec:
     kubeconfig: str | None = None
     """If set, a kubeconfig of this name is rendered around the certificate."""
     kubeconfig_server: str | None = None
+    kubeconfig_dir: str = "kubeconfig"
+    """Where in the store the kubeconfig goes: ``<kubeconfig_dir>/<kubeconfig>.conf``."""
+    kubeconfig_cluster: str | None = None
+    """The cluster's name inside the kubeconfig (None: the cluster's own)."""
+    tls_server_name: str | None = None
+    """The name the kubeconfig's client sends (SNI) and checks, when its server is an address
+    that is not that name (a tenant's API behind the seed's VIP)."""
+
+    @property
+    def kubeconfig_path(self) -> str:
+        return f"{self.kubeconfig_dir}/{self.kubeconfig}.conf"
 
 
 CLUSTER_CA = "ca"
@@ -55,7 +66,81 @@ def ca_specs(cluster: Cluster) -> list[CASpec]:
         CASpec(ETCD_CA, f"{name}-etcd-ca", life),
         CASpec(FRONT_PROXY_CA, f"{name}-front-proxy-ca", life),
         CASpec(EDGE_CA, f"{name}-edge-ca", life),
+        *(ca for t in cluster.tenants for ca in tenant_ca_specs(cluster, t.name)),
     ]
+
+
+# A tenant's material: pki/<seed>/tenants/<name>/, laid out like a cluster's own (ca, front-proxy-ca,
+# apiserver, ..., sa.key/sa.pub, admin.conf), so the same code issues, inspects and renews it.
+TENANTS_DIR = "tenants"
+
+
+def tenant_dir(tenant: str) -> str:
+    return f"{TENANTS_DIR}/{tenant}"
+
+
+def tenant_id(tenant: str, item: str) -> str:
+    """The store id of ``item`` (``ca``, ``apiserver``, ``sa``...) of ``tenant``."""
+    return f"{tenant_dir(tenant)}/{item}"
+
+
+def tenant_ca_specs(cluster: Cluster, tenant: str) -> list[CASpec]:
+    life = cluster.pki.ca_lifetime
+    prefix = f"{cluster.name}-{tenant}"
+    return [CASpec(tenant_id(tenant, CLUSTER_CA), f"{prefix}-kubernetes-ca", life),
+            CASpec(tenant_id(tenant, FRONT_PROXY_CA), f"{prefix}-front-proxy-ca", life)]
+
+
+def tenant_service_names(cluster: Cluster, tenant: str) -> tuple[str, ...]:
+    """The in-seed names of the Service in front of ``tenant``'s API servers."""
+    from metalseed.kube.tenant import API_SERVICE
+    from metalseed.tenants.spec import NAMESPACE_PREFIX
+
+    ns = f"{NAMESPACE_PREFIX}{tenant}"
+    return (API_SERVICE, f"{API_SERVICE}.{ns}", f"{API_SERVICE}.{ns}.svc",
+            f"{API_SERVICE}.{ns}.svc.{cluster.dns_domain}")
+
+
+def tenant_leaf_specs(cluster: Cluster, tenant: str) -> list[LeafSpec]:
+    """A tenant's leaves; none is installed on a seed host (they reach the tenant's pods as a
+    Secret), so every one stays in the store (``hosts=()``)."""
+    ca, fp = tenant_id(tenant, CLUSTER_CA), tenant_id(tenant, FRONT_PROXY_CA)
+    endpoint = cluster.tenant_endpoint(tenant)
+    domain = cluster.dns_domain
+    vip_url = f"https://{cluster.vip}:{cluster.apiserver_port}"
+    # The controller-manager and scheduler share the API server's pod: its loopback.
+    local_url = f"https://127.0.0.1:{cluster.apiserver_port}"
+    kubeconfig = {"kubeconfig_dir": tenant_dir(tenant), "kubeconfig_cluster": tenant}
+    return [
+        LeafSpec(tenant_id(tenant, "apiserver"), ca, "kube-apiserver",
+                 dns_names=(endpoint, *tenant_service_names(cluster, tenant), "kubernetes",
+                            "kubernetes.default", "kubernetes.default.svc",
+                            f"kubernetes.default.svc.{domain}", "localhost"),
+                 # The tenant's own `kubernetes` Service address (the tenant's service network
+                 # is the seed's: see kube.tenant) and the pod's loopback.
+                 ip_addresses=(cluster.first_service_address, IPv4Address("127.0.0.1")),
+                 usages=frozenset({SERVER})),
+        LeafSpec(tenant_id(tenant, "apiserver-kubelet-client"), ca,
+                 "kube-apiserver-kubelet-client", organizations=("system:masters",)),
+        LeafSpec(tenant_id(tenant, "front-proxy-client"), fp, "front-proxy-client"),
+        # Through the seed's VIP, with the endpoint as TLS server name: the edge routes it by
+        # SNI, and no DNS record is needed.
+        LeafSpec(tenant_id(tenant, "admin"), ca, "kubernetes-admin",
+                 organizations=("system:masters",), kubeconfig="admin", kubeconfig_server=vip_url,
+                 tls_server_name=endpoint, **kubeconfig),  # type: ignore[arg-type]
+        LeafSpec(tenant_id(tenant, "controller-manager"), ca, "system:kube-controller-manager",
+                 kubeconfig="controller-manager", kubeconfig_server=local_url,
+                 **kubeconfig),  # type: ignore[arg-type]
+        LeafSpec(tenant_id(tenant, "scheduler"), ca, "system:kube-scheduler",
+                 kubeconfig="scheduler", kubeconfig_server=local_url,
+                 **kubeconfig),  # type: ignore[arg-type]
+    ]
+
+
+def key_pair_ids(cluster: Cluster) -> list[str]:
+    """Store ids of the service-account key pairs (``<id>.key`` + ``<id>.pub``): the cluster's
+    and each tenant's."""
+    return [SERVICE_ACCOUNT_KEY, *(tenant_id(t.name, SERVICE_ACCOUNT_KEY) for t in cluster.tenants)]
 
 
 ENCRYPTION_KEY = "encryption-at-rest.key"
@@ -151,6 +236,8 @@ def leaf_specs(cluster: Cluster) -> list[LeafSpec]:
         specs.append(LeafSpec("edge/server", EDGE_CA, f"{cluster.name}-edge",
                               dns_names=cluster.edge.hostnames, ip_addresses=(cluster.vip,),
                               usages=frozenset({SERVER}), hosts=masters))
+    for t in cluster.tenants:
+        specs.extend(tenant_leaf_specs(cluster, t.name))
     return specs
 
 
