@@ -19,6 +19,7 @@ from metalseed.model import Cluster, PKISettings
 from metalseed.pki import x509 as px
 from metalseed.pki.profiles import (
     CLUSTER_CA,
+    DATASTORE_CA,
     EDGE_CA,
     ETCD_CA,
     FRONT_PROXY_CA,
@@ -178,7 +179,7 @@ def retired_path(store: Store, ca_id: str, serial: int) -> Path:
 
 def _retired(store: Store) -> dict[str, list[x509.Certificate]]:
     out: dict[str, list[x509.Certificate]] = {}
-    for spec_id in (CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA, EDGE_CA):
+    for spec_id in (CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA, EDGE_CA, DATASTORE_CA):
         for p in sorted((store.root / RETIRED_DIR).glob(f"{spec_id.replace('/', '-')}-*.crt")):
             data = store.read(p)
             with contextlib.suppress(ValueError):

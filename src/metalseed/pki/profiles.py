@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from ipaddress import IPv4Address
 
-from metalseed.model import Cluster
+from metalseed.model import DATASTORE_ROOT_USER, Cluster, Node
 
 SERVER = "server"
 CLIENT = "client"
@@ -55,6 +55,7 @@ CLUSTER_CA = "ca"
 ETCD_CA = "etcd/ca"
 FRONT_PROXY_CA = "front-proxy-ca"
 EDGE_CA = "edge/ca"
+DATASTORE_CA = "datastore/ca"
 SERVICE_ACCOUNT_KEY = "sa"
 
 
@@ -67,6 +68,9 @@ def ca_specs(cluster: Cluster) -> list[CASpec]:
         CASpec(FRONT_PROXY_CA, f"{name}-front-proxy-ca", life),
         CASpec(EDGE_CA, f"{name}-edge-ca", life),
         *(ca for t in cluster.tenants for ca in tenant_ca_specs(cluster, t.name)),
+        # The tenant datastore's own CA: a certificate of the cluster's etcd CA (the API
+        # server's, say) must never be a client of tenant data, nor a tenant's of the cluster's.
+        *([CASpec(DATASTORE_CA, f"{name}-datastore-ca", life)] if cluster.datastore else []),
     ]
 
 
@@ -155,25 +159,44 @@ def kubelet_serving_id(node: str) -> str:
     return f"kubelet-serving/{node}"
 
 
-def etcd_member_ids(member: str) -> tuple[str, str]:
-    """Store ids of a member's (server, peer) certificates."""
-    return f"etcd/{member}/server", f"etcd/{member}/peer"
+def etcd_member_ids(member: str, store_dir: str = "etcd") -> tuple[str, str]:
+    """Store ids of a member's (server, peer) certificates (``datastore`` for the datastore's)."""
+    return f"{store_dir}/{member}/server", f"{store_dir}/{member}/peer"
+
+
+def _etcd_member_specs(members: tuple[Node, ...], store_dir: str, ca: str) -> list[LeafSpec]:
+    local = ("localhost",)
+    loopback = (IPv4Address("127.0.0.1"),)
+    specs = []
+    for m in members:
+        server_id, peer_id = etcd_member_ids(m.name, store_dir)
+        for id in (server_id, peer_id):
+            specs.append(LeafSpec(id, ca, m.name, usages=frozenset({SERVER, CLIENT}),
+                                  hosts=(m.name,), dns_names=(m.name, *local),
+                                  ip_addresses=(m.address, *loopback)))
+    return specs
+
+
+def datastore_specs(cluster: Cluster) -> list[LeafSpec]:
+    """The datastore's members, its ``root`` administration client (metalseed's own, and
+    etcdctl's on the members) and each tenant's client, whose CN is its etcd user."""
+    from metalseed.tenants import datastore as ds
+
+    if cluster.datastore is None:
+        return []
+    members = cluster.datastore.members
+    specs = _etcd_member_specs(members, "datastore", DATASTORE_CA)
+    specs.append(LeafSpec(ds.ROOT_CLIENT_ID, DATASTORE_CA, DATASTORE_ROOT_USER,
+                          hosts=tuple(m.name for m in members)))
+    for t in cluster.tenants:
+        specs.append(LeafSpec(ds.client_id(t.name), DATASTORE_CA, ds.user(t.name)))
+    return specs
 
 
 def leaf_specs(cluster: Cluster) -> list[LeafSpec]:
     """Every leaf certificate of the cluster, in a stable order."""
     masters = tuple(m.name for m in cluster.masters)
-    local = ("localhost",)
-    loopback = (IPv4Address("127.0.0.1"),)
-    specs: list[LeafSpec] = []
-
-    for m in cluster.masters:
-        server_id, peer_id = etcd_member_ids(m.name)
-        sans = {"dns_names": (m.name, *local), "ip_addresses": (m.address, *loopback)}
-        specs.append(LeafSpec(server_id, ETCD_CA, m.name, usages=frozenset({SERVER, CLIENT}),
-                              hosts=(m.name,), **sans))  # type: ignore[arg-type]
-        specs.append(LeafSpec(peer_id, ETCD_CA, m.name, usages=frozenset({SERVER, CLIENT}),
-                              hosts=(m.name,), **sans))  # type: ignore[arg-type]
+    specs: list[LeafSpec] = _etcd_member_specs(cluster.masters, "etcd", ETCD_CA)
 
     specs.append(LeafSpec("etcd/healthcheck-client", ETCD_CA, "kube-etcd-healthcheck-client",
                           hosts=masters))
@@ -238,6 +261,7 @@ def leaf_specs(cluster: Cluster) -> list[LeafSpec]:
                               usages=frozenset({SERVER}), hosts=masters))
     for t in cluster.tenants:
         specs.extend(tenant_leaf_specs(cluster, t.name))
+    specs += datastore_specs(cluster)
     return specs
 
 
