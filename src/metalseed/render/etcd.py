@@ -88,16 +88,17 @@ PKI = PKIFiles(
 )
 
 
-def pki_files(member: Node) -> list[HostFile]:
+def pki_files(member: Node, store_dir: str = "etcd",
+              client: str = "healthcheck-client") -> list[HostFile]:
     """What a master receives from the store: its own pairs, the healthcheck client, the CA trust
     bundle (the CA, plus the other CA while a rotation runs). Never a CA key, never another
-    member's key."""
-    server_id = f"etcd/{member.name}/server"
-    peer_id = f"etcd/{member.name}/peer"
-    client_id = "etcd/healthcheck-client"
+    member's key. ``store_dir``/``client``: the datastore's (``datastore``, ``root``) instead."""
+    server_id = f"{store_dir}/{member.name}/server"
+    peer_id = f"{store_dir}/{member.name}/peer"
+    client_id = f"{store_dir}/{client}"
     cert, key = 0o644, 0o600
     return [
-        HostFile(PKI.ca, cert, USER, USER, "etcd/ca-bundle", cert=True),
+        HostFile(PKI.ca, cert, USER, USER, f"{store_dir}/ca-bundle", cert=True),
         HostFile(PKI.cert, cert, USER, USER, server_id, cert=True),
         HostFile(PKI.key, key, USER, USER, server_id, cert=False),
         HostFile(PKI.peer_cert, cert, USER, USER, peer_id, cert=True),
@@ -154,7 +155,9 @@ def member_client_url(cluster: Cluster, member: Node) -> str:
 
 
 def cluster_token(cluster: Cluster) -> str:
-    return f"{cluster.name}-etcd"
+    """``<cluster>-etcd``, or ``<cluster>-datastore`` for the datastore: two etcd clusters of one
+    name never share a token."""
+    return f"{cluster.name}-{cluster.etcd.store_dir}"
 
 
 _ENV_UNSAFE = " \t\"'\\$`"

@@ -66,10 +66,12 @@ class EtcdHostState(FactBase[dict[str, str]]):
 
 def tls_files(cluster: Cluster) -> etcdclient.TLSFiles:
     store = store_for(cluster)
+    client = f"{cluster.etcd.store_dir}/{cluster.etcd.admin_client}"
     return etcdclient.TLSFiles(
-        ca=store.cert_path("etcd/ca-bundle"),  # trusts both CAs while a rotation runs
-        cert=store.cert_path("etcd/healthcheck-client"),
-        key=store.key_path("etcd/healthcheck-client"),
+        # trusts both CAs while a rotation runs
+        ca=store.cert_path(f"{cluster.etcd.store_dir}/ca-bundle"),
+        cert=store.cert_path(client),
+        key=store.key_path(client),
     )
 
 
@@ -108,7 +110,8 @@ def host_state(cluster: Cluster, h: Host) -> dict[str, str]:
 
 def master_states(cluster: Cluster, inventory: Any) -> dict[str, dict[str, str] | None]:
     """Facts of every master (None: not reachable), gathered once per run."""
-    cached = getattr(inventory, "_metalseed_etcd_states", None)
+    attr = f"_metalseed_{cluster.etcd.store_dir}_states"  # the datastore's apart
+    cached = getattr(inventory, attr, None)
     if cached is not None:
         return cached
     states: dict[str, dict[str, str] | None] = {}
@@ -118,7 +121,7 @@ def master_states(cluster: Cluster, inventory: Any) -> dict[str, dict[str, str] 
             states[m.name] = host_state(cluster, h) if h.connected else None
         except Exception:  # an unreachable master must not decide anything
             states[m.name] = None
-    inventory._metalseed_etcd_states = states
+    setattr(inventory, attr, states)
     return states
 
 
@@ -140,7 +143,8 @@ def host_spec(cluster: Cluster, member: Node, bootstrap: str | None) -> HostSpec
     )
     files = [
         ManagedFile(f.path, read_store(cluster, f.store_id, f.cert), f.mode, f.owner, f.group)
-        for f in r.pki_files(member) if f.store_id is not None
+        for f in r.pki_files(member, cluster.etcd.store_dir, cluster.etcd.admin_client)
+        if f.store_id is not None
     ]
     files += [
         ManagedFile(r.ENV_FILE, r.render_env(cluster, member).encode()),

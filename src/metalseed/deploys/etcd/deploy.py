@@ -88,10 +88,17 @@ def _restart_member(state: State, host: Host, cluster: Cluster, member: Node) ->
 def etcd() -> None:
     """Install and converge etcd on every master, then wait until all members are healthy."""
     cluster = cluster_from_inventory(current_host.inventory)
+    converge_etcd(cluster, cluster)
+
+
+def converge_etcd(cluster: Cluster, model: Cluster) -> None:
+    """The etcd of ``cluster`` on its masters: the cluster's own, or the tenant datastore's
+    (:meth:`~metalseed.model.Cluster.datastore_view`, its members as the masters). ``model`` is
+    the whole cluster, whose PKI store is converged first."""
     member = this_master(cluster)
     if member is None:
         return
-    ensure_store(cluster, current_host.inventory)
+    ensure_store(model, current_host.inventory)
     states = master_states(cluster, current_host.inventory)
     st = states.get(member.name) or {}
     has_data = st.get("data") == "yes"
@@ -127,6 +134,6 @@ def etcd() -> None:
             needed=was_active and (changed.will_change or binaries.will_change),
             function=_restart_member,
             cluster=cluster, member=member, _serial=True)
-    gate(name="etcd: every member healthy over mutual TLS", description="health",
-         check=lambda: wait_cluster_healthy(cluster), _run_once=True)
+    gate(name=f"{cluster.etcd.store_dir}: every member healthy over mutual TLS",
+         description="health", check=lambda: wait_cluster_healthy(cluster), _run_once=True)
 

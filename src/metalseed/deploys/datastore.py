@@ -1,0 +1,175 @@
+"""The tenant datastore: its etcd cluster (the etcd deploy, on the ``datastore`` group),
+authentication, and each tenant's etcd user and role.  (``deploys/datastore.py``)
+
+Administration goes over python-etcd3's generated Auth stubs on the operator's machine, over mutual
+TLS with the store's ``datastore/root`` certificate (CN ``root``: etcd takes the user name from the
+client certificate's CN under ``--client-cert-auth``), like every other etcd call metalseed makes:
+no etcdctl output to parse, no credentials on a command line, and one client for the health gates,
+the permissions and the key deletions.
+
+:func:`plan_tenants` is pure: from what the datastore holds (auth state, users with their roles,
+roles with their permissions) and the tenant names of the data, the steps that make them match,
+in order. Metalseed manages the users and roles named ``tenant-<name>`` and the ``root`` user; it
+never touches any other user or role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyinfra import host as current_host
+from pyinfra import logger
+from pyinfra.api import FunctionCommand, deploy, operation
+
+from metalseed.deploys.etcd.common import tls_files
+from metalseed.deploys.etcd.deploy import converge_etcd
+from metalseed.deploys.gates import shared
+from metalseed.etcdclient import READWRITE, AuthClient, Permission
+from metalseed.model import DATASTORE_ROOT_USER, Cluster, cluster_from_inventory
+from metalseed.tenants import datastore as ds
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change to the datastore: ``method(*args)`` of :class:`AuthClient`."""
+
+    what: str
+    method: str
+    args: tuple[Any, ...] = ()
+
+
+def tenant_permission(tenant: str) -> Permission:
+    """READWRITE on exactly [``/<name>/``, its range end)."""
+    key = ds.prefix(tenant)
+    return Permission(READWRITE, key, ds.range_end(key))
+
+
+def _managed(name: str) -> bool:
+    return name.startswith(ds.USER_PREFIX)
+
+
+def plan_tenants(tenants: Iterable[str], auth_enabled: bool, users: dict[str, list[str]],
+                 roles: dict[str, list[Permission]]) -> list[Step]:
+    """The steps that make the datastore's auth match ``tenants``; none when it does."""
+    steps: list[Step] = []
+    root = DATASTORE_ROOT_USER
+    if root not in users:
+        steps.append(Step(f"add user {root} (no password: its certificate authenticates it)",
+                          "user_add", (root,)))
+    if root not in users.get(root, []):
+        # etcd's root role is built in: it is granted, never added.
+        steps.append(Step(f"grant role {root} to user {root}", "user_grant_role", (root, root)))
+    if not auth_enabled:
+        steps.append(Step("enable authentication", "auth_enable"))
+
+    wanted = {ds.user(t): t for t in tenants}
+    for name, tenant in sorted(wanted.items()):
+        perm = tenant_permission(tenant)
+        have = roles.get(name)
+        if have is None:
+            steps.append(Step(f"add role {name}", "role_add", (name,)))
+            have = []
+        for p in have:
+            if p != perm:
+                steps.append(Step(f"revoke {_describe(p)} from role {name}", "role_revoke",
+                                  (name, p)))
+        if perm not in have:
+            steps.append(Step(f"grant {_describe(perm)} to role {name}", "role_grant",
+                              (name, perm)))
+        granted = users.get(name)
+        if granted is None:
+            steps.append(Step(f"add user {name}", "user_add", (name,)))
+            granted = []
+        for r in granted:
+            if r != name:
+                steps.append(Step(f"revoke role {r} from user {name}", "user_revoke_role",
+                                  (name, r)))
+        if name not in granted:
+            steps.append(Step(f"grant role {name} to user {name}", "user_grant_role",
+                              (name, name)))
+
+    gone = sorted({n for n in (*users, *roles) if _managed(n) and n not in wanted})
+    for name in gone:
+        tenant = name[len(ds.USER_PREFIX):]
+        key = ds.prefix(tenant)
+        # The order Kamaji settled on: nothing can write under the prefix once the role is off
+        # the user, so the deletion leaves it empty; then the role and the user.
+        for r in users.get(name, []):
+            steps.append(Step(f"revoke role {r} from user {name}", "user_revoke_role", (name, r)))
+        steps.append(Step(f"delete every key under {key.decode()}", "delete_range",
+                          (key, ds.range_end(key))))
+        if name in roles:
+            steps.append(Step(f"delete role {name}", "role_delete", (name,)))
+        if name in users:
+            steps.append(Step(f"delete user {name}", "user_delete", (name,)))
+    return steps
+
+
+def _describe(p: Permission) -> str:
+    kind = {0: "READ", 1: "WRITE", 2: "READWRITE"}.get(p.type, str(p.type))
+    return f"{kind} [{p.key.decode(errors='replace')}, {p.range_end.decode(errors='replace')})"
+
+
+def admin_client(cluster: Cluster, timeout: float = 5.0) -> AuthClient:
+    """The datastore's root client (``datastore/root`` over mutual TLS)."""
+    view = cluster.datastore_view()
+    return AuthClient(_urls(cluster), tls_files(view), timeout=timeout)
+
+
+def _urls(cluster: Cluster) -> list[str]:
+    assert cluster.datastore is not None
+    return cluster.datastore.client_urls()
+
+
+def apply(client: AuthClient, steps: Sequence[Step]) -> list[str]:
+    """Run ``steps`` in order; returns what each did (``delete_range`` with its key count)."""
+    done = []
+    for s in steps:
+        result = getattr(client, s.method)(*s.args)
+        done.append(f"{s.what} ({result} deleted)" if s.method == "delete_range" else s.what)
+    return done
+
+
+def converge_tenants(cluster: Cluster, tenants: Iterable[str] | None = None) -> list[str]:
+    """Make the datastore's users, roles and permissions match the tenants (those of the model
+    unless ``tenants`` names others); returns what changed, empty when nothing did."""
+    names = [t.name for t in cluster.tenants] if tenants is None else list(tenants)
+    with admin_client(cluster) as c:
+        steps = plan_tenants(names, c.auth_enabled(), c.users(), c.roles())
+        return apply(c, steps)
+
+
+def _pending(cluster: Cluster) -> list[Step]:
+    names = [t.name for t in cluster.tenants]
+    with admin_client(cluster) as c:
+        return plan_tenants(names, c.auth_enabled(), c.users(), c.roles())
+
+
+def _apply_and_report(cluster: Cluster) -> None:
+    for line in converge_tenants(cluster):
+        logger.info(f"datastore: {line}")
+
+
+@operation()
+def tenant_access(cluster: Cluster) -> Generator[Any, None, None]:
+    """Authentication and the tenants' users and roles, decided when the run executes (the
+    datastore may not exist while it is prepared): a change only when a step is pending."""
+    if not current_host.state.is_executing:
+        return
+    pending = shared(current_host.state, "datastore-pending", lambda: _pending(cluster))
+    if pending:
+        yield FunctionCommand(lambda *_a: _apply_and_report(cluster), (), {})
+
+
+@deploy("Tenant datastore")
+def datastore() -> None:
+    """The datastore's etcd on its members, health-gated; then, once, its tenants' access."""
+    cluster = cluster_from_inventory(current_host.inventory)
+    if cluster.datastore is None or not cluster.is_datastore_host(current_host.name):
+        return
+    converge_etcd(cluster.datastore_view(), cluster)
+    tenant_access(name="datastore: authentication, tenant users and roles", cluster=cluster,
+                  _run_once=True)
+
