@@ -1,4 +1,5 @@
-# pyinfra inventory of the local lab (`metalseed lab up`): masters m1.., workers w1..
+# pyinfra inventory of the local lab (`metalseed lab up`): masters m1.., workers w1.., and with
+# `metalseed lab up --datastore 1` the tenant datastore's d1.. (group datastore)
 # The lab is chosen by $METALSEED_LAB (default "lab"); its state file gives addresses and key.
 #   pyinfra -y inventory/lab.py deploys/cluster.py
 #   METALSEED_LAB=test pyinfra -y inventory/lab.py exec -- hostname
@@ -9,4 +10,6 @@ from metalseed.lab.inventory import load_groups as _load_groups
 _groups = _load_groups()
 masters = _groups["masters"]
 workers = _groups["workers"]
+if "datastore" in _groups:
+    datastore = _groups["datastore"]
 all = _groups["all"]

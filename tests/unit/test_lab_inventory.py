@@ -108,3 +108,24 @@ def test_vagrantfile_syntax() -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "Syntax OK" in proc.stdout
+
+
+def test_datastore_machines_form_the_datastore_group() -> None:
+    p = planmod.plan_lab("lab", 1, 0, ipaddress.IPv4Network("10.213.7.0/24"), datastore=1)
+    s = st.state_from_plan(p, Path("/var/lib/metalseed/lab/lab/id_ed25519"))
+    assert [(m.name, m.role, str(m.address)) for m in p.datastore] == [
+        ("d1", "datastore", "10.213.7.51")]
+    assert planmod.machine_role("d1") == "datastore"
+    assert planmod.netns_pattern("lab").match(p.datastore[0].netns)
+    assert planmod.veth_pattern("lab").match(p.datastore[0].veth)
+    g = inv.groups(s)
+    assert [n for n, _ in g["datastore"]] == ["d1"] and "d1" in g["all"][0]
+    cluster = cluster_from_inventory(inv.pyinfra_inventory(s))
+    assert cluster.datastore is not None
+    assert cluster.datastore.client_urls() == ["https://10.213.7.51:2379"]
+    assert [n.name for n in cluster.nodes] == ["m1"]
+    # The default lab has no datastore group at all.
+    assert "datastore" not in inv.groups(sample())
+    assert cluster_from_inventory(inv.pyinfra_inventory(sample())).datastore is None
+    with pytest.raises(LabError, match="datastore"):
+        planmod.plan_lab("lab", 1, 0, datastore=6)

@@ -33,6 +33,8 @@ def register(sub: Any) -> None:
     up = lab_sub.add_parser("up", parents=[common], help="boot the lab (idempotent)")
     up.add_argument("--masters", type=int, default=planmod.DEFAULT_MASTERS)
     up.add_argument("--workers", type=int, default=planmod.DEFAULT_WORKERS)
+    up.add_argument("--datastore", type=int, default=0, metavar="N",
+                    help="N machines d1.. for a tenant datastore (the inventory's datastore group)")
     up.add_argument("--subnet", help="the lab /24 (default: derived from the name)")
     up.add_argument("--timeout", type=float, default=60, help="seconds to wait for SSH")
     up.set_defaults(func=_up)
@@ -57,7 +59,8 @@ def register(sub: Any) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     lab = Lab(args.name)
-    lab.up(args.masters, args.workers, subnet=args.subnet, timeout=args.timeout)
+    lab.up(args.masters, args.workers, subnet=args.subnet, timeout=args.timeout,
+           datastore=args.datastore)
     _print_status(lab)
     return 0
 
@@ -68,9 +71,9 @@ def _print_status(lab: Lab) -> None:
           f"VIP {s.vip}, key {s.key}")
     if s.mirror_url:
         print(f"mirror {s.mirror_root} served at {s.mirror_url} (PID {s.mirror_pid})")
-    print(f"{'MACHINE':<8} {'ROLE':<7} {'ADDRESS':<15} STATE")
+    print(f"{'MACHINE':<8} {'ROLE':<9} {'ADDRESS':<15} STATE")
     for m in lab.status():
-        print(f"{m.name:<8} {m.role:<7} {m.address!s:<15} {m.state}")
+        print(f"{m.name:<8} {m.role:<9} {m.address!s:<15} {m.state}")
 
 
 def _status(args: argparse.Namespace) -> int:

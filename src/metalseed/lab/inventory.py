@@ -81,12 +81,16 @@ def cluster_data(s: LabState) -> dict[str, Any]:
 
 
 def groups(s: LabState) -> dict[str, Any]:
-    """``masters``, ``workers`` and ``all`` in the inventory-file shapes pyinfra accepts."""
-    return {
+    """``masters``, ``workers`` (, ``datastore``) and ``all`` in the inventory-file shapes pyinfra
+    accepts; a lab without datastore machines has no ``datastore`` group."""
+    out: dict[str, Any] = {
         "masters": [(m.name, host_data(s, m)) for m in s.masters],
         "workers": [(m.name, host_data(s, m)) for m in s.workers],
-        "all": ([m.name for m in s.machines], cluster_data(s)),
     }
+    if s.datastore:
+        out["datastore"] = [(m.name, host_data(s, m)) for m in s.datastore]
+    out["all"] = ([m.name for m in s.machines], cluster_data(s))
+    return out
 
 
 def lab_name_from_env() -> str:
@@ -122,6 +126,11 @@ def pyinfra_inventory(s: LabState, masters: Sequence[str] | None = None,
     m_names = list(masters) if masters is not None else [m.name for m in s.masters]
     w_names = list(workers) if workers is not None else [m.name for m in s.workers
                                                          if m.name not in m_names]
-    names = m_names + w_names
+    d_names = [m.name for m in s.datastore]
+    names = m_names + w_names + d_names
+    groups: dict[str, Any] = {"masters": (m_names, {}), "workers": (w_names, {}),
+                              "lab": (names, {})}
+    if d_names:
+        groups["datastore"] = (d_names, {})
     return Inventory(([(n, host_data(s, by_name[n])) for n in names], {**cluster_data(s), **extra}),
-                     masters=(m_names, {}), workers=(w_names, {}), lab=(names, {}))
+                     **groups)

@@ -19,6 +19,7 @@ DEFAULT_MASTERS = 3
 DEFAULT_WORKERS = 2
 MAX_MASTERS = 9
 MAX_WORKERS = 29
+MAX_DATASTORE = 5
 SUBNET_POOL = ipaddress.IPv4Network("10.213.0.0/16")
 
 # Host numbers inside the lab /24. The bridge (the host's side) holds .1; the VIP sits far from
@@ -26,12 +27,13 @@ SUBNET_POOL = ipaddress.IPv4Network("10.213.0.0/16")
 BRIDGE_HOST = 1
 MASTER_BASE = 10  # m1 -> .11
 WORKER_BASE = 20  # w1 -> .21
+DATASTORE_BASE = 50  # d1 -> .51 (the tenant datastore's etcd members), past the last worker
 VIP_HOST = 250
 
 # Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 IFNAMSIZ = 15
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_MACHINE = re.compile(r"^([mw])([1-9][0-9]*)$")
+_MACHINE = re.compile(r"^([mwd])([1-9][0-9]*)$")
 
 
 def check_lab_name(name: str) -> str:
@@ -94,11 +96,11 @@ def netns_name(name: str, machine: str) -> str:
 
 def netns_pattern(name: str) -> re.Pattern[str]:
     """Matches exactly this lab's namespaces: lab ``test`` must not match ``test-2``'s."""
-    return re.compile(rf"^ms-{re.escape(name)}-[mw][1-9][0-9]*$")
+    return re.compile(rf"^ms-{re.escape(name)}-[mwd][1-9][0-9]*$")
 
 
 def veth_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(rf"^ms-{re.escape(ifname_tag(name))}-[mw][1-9][0-9]*$")
+    return re.compile(rf"^ms-{re.escape(ifname_tag(name))}-[mwd][1-9][0-9]*$")
 
 
 def mac_address(name: str, interface: str) -> str:
@@ -114,14 +116,15 @@ def mac_address(name: str, interface: str) -> str:
 def machine_role(machine: str) -> str:
     m = _MACHINE.match(machine)
     if not m:
-        raise LabError(f"{machine!r} is not a lab machine name; accepted: m1, m2, ... or w1, ...")
-    return "master" if m.group(1) == "m" else "worker"
+        raise LabError(f"{machine!r} is not a lab machine name; accepted: m1, m2, ..., w1, ... "
+                       "or d1, ...")
+    return {"m": "master", "w": "worker", "d": "datastore"}[m.group(1)]
 
 
 @dataclass(frozen=True)
 class MachinePlan:
     name: str
-    role: str  # "master" | "worker"
+    role: str  # "master" | "worker" | "datastore"
     address: ipaddress.IPv4Address
     netns: str
     veth: str
@@ -144,19 +147,27 @@ class LabPlan:
     def workers(self) -> tuple[MachinePlan, ...]:
         return tuple(m for m in self.machines if m.role == "worker")
 
+    @property
+    def datastore(self) -> tuple[MachinePlan, ...]:
+        return tuple(m for m in self.machines if m.role == "datastore")
+
 
 def plan_lab(
     name: str,
     masters: int = DEFAULT_MASTERS,
     workers: int = DEFAULT_WORKERS,
     subnet: ipaddress.IPv4Network | None = None,
+    datastore: int = 0,
 ) -> LabPlan:
-    """Lay out a lab of ``masters`` + ``workers`` machines. Raises LabError on bad input."""
+    """Lay out a lab of ``masters`` + ``workers`` (+ ``datastore``: d1.., members of a tenant
+    datastore, no Kubernetes nodes) machines. Raises LabError on bad input."""
     check_lab_name(name)
     if not 1 <= masters <= MAX_MASTERS:
         raise LabError(f"masters: found {masters}; accepted: 1 to {MAX_MASTERS}")
     if not 0 <= workers <= MAX_WORKERS:
         raise LabError(f"workers: found {workers}; accepted: 0 to {MAX_WORKERS}")
+    if not 0 <= datastore <= MAX_DATASTORE:
+        raise LabError(f"datastore: found {datastore}; accepted: 0 to {MAX_DATASTORE}")
     net = subnet if subnet is not None else derive_subnet(name)
     if net.prefixlen != 24:
         raise LabError(f"subnet: found {net}; accepted: a /24")
@@ -165,6 +176,7 @@ def plan_lab(
     for role, prefix, count, offset in (
         ("master", "m", masters, MASTER_BASE),
         ("worker", "w", workers, WORKER_BASE),
+        ("datastore", "d", datastore, DATASTORE_BASE),
     ):
         for i in range(1, count + 1):
             machine = f"{prefix}{i}"

@@ -113,6 +113,10 @@ class LabState:
     def workers(self) -> tuple[MachineState, ...]:
         return tuple(m for m in self.machines if m.role == "worker")
 
+    @property
+    def datastore(self) -> tuple[MachineState, ...]:
+        return tuple(m for m in self.machines if m.role == "datastore")
+
 
 def state_from_plan(p: planmod.LabPlan, key: Path) -> LabState:
     return LabState(
