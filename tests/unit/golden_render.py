@@ -81,6 +81,11 @@ def inventories() -> dict[str, Callable[[], Cluster]]:
             etcd_tarball_sha256=TARBALL_SHA, mirror_url="http://10.213.7.1:5080",
             kubelet_settings={"maxPods": 60},
             kube_proxy_settings={"conntrack": {"maxPerCore": 0}}),
+        # A seed: tenants routed by SNI on the edge.
+        "lab-seed": lambda: lab_cluster(
+            kubernetes=True, etcd_source="tarball", etcd_tarball_url="file:///srv/etcd.tar.gz",
+            etcd_tarball_sha256=TARBALL_SHA, mirror_url="http://10.213.7.1:5080",
+            tenants={"acme": {}, "globex": {"profile": "medium"}}),
     }
 
 
@@ -100,6 +105,8 @@ def lab_cluster_single(**extra: Any) -> Cluster:
 
 def renders(c: Cluster) -> dict[str, str]:
     """``<component>/<file>`` -> text, for every file a host of ``c`` receives from a renderer."""
+    if c.tenants:  # what a seed adds: the edge's SNI routes (the other inventories hold the rest)
+        return {"edge/nginx.conf": edge.nginx_conf(c, bundle_path())}
     if c.kubernetes.enabled:  # the other inventories hold the rest
         return kubernetes_renders(c)
     out: dict[str, str] = {}

@@ -335,3 +335,47 @@ def test_snapshot_command_runs_with_missing_things(tmp_path: Path) -> None:
     res = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True)
     st = cv.parse_snapshot(res.stdout.splitlines())
     assert st.files == {str(there): (hashlib.sha256(b"x").hexdigest(), there.stat().st_mode & 0o777)}
+
+
+# ---------------------------------------------------------------------------------------------
+# A seed: each tenant's API by SNI on the VIP's API port
+
+SEED = {"kubernetes": True, "tenants": {"acme": {}, "globex": {}}, "etcd_source": "tarball",
+        "etcd_tarball_url": "https://e.example/e.tgz", "etcd_tarball_sha256": "0" * 64}
+
+
+def test_a_seed_routes_each_tenant_by_sni_and_the_rest_to_its_own_api() -> None:
+    c = cluster(**SEED)
+    stream = r.nginx_conf(c, "/x").split("\nstream {", 1)[1]
+    assert "ssl_preread on;" in stream and "proxy_pass $metalseed_api_upstream;" in stream
+    routes = re.search(r"map \$ssl_preread_server_name \$metalseed_api_upstream \{(.*?)\}",
+                       stream, re.S)
+    assert routes is not None
+    lines = [ln.strip() for ln in routes.group(1).strip().splitlines()]
+    # Any other name, and no name at all (a client of the VIP's address), goes to the seed's API.
+    assert lines == [
+        "default metalseed_apiserver;",
+        "acme.t.tenants.cluster.local kube-apiserver.tenant-acme.svc.cluster.local:6443;",
+        "globex.t.tenants.cluster.local kube-apiserver.tenant-globex.svc.cluster.local:6443;"]
+    # Service names are asked of CoreDNS (the 10th service address), never of the host's resolver.
+    assert f"resolver {c.cluster_dns_address} valid=" in stream
+    assert "ssl_certificate" not in stream  # TLS still passes through untouched
+
+
+def test_without_tenants_the_api_stream_is_unchanged() -> None:
+    plain = cluster(**{k: v for k, v in SEED.items() if k != "tenants"})
+    stream = r.nginx_conf(plain, "/x").split("\nstream {", 1)[1]
+    assert "ssl_preread" not in stream and "resolver" not in stream
+    assert "proxy_pass metalseed_apiserver;" in stream
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None or not Path(r.STREAM_MODULE).exists(),
+                    reason="nginx with the stream module is not installed")
+def test_a_seeds_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
+    b = r.bundle(*_self_signed(tmp_path))
+    pem = tmp_path / "edge.pem"
+    pem.write_bytes(b.content)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(r.nginx_conf(cluster(**SEED), str(pem)))
+    res = _nginx_t(conf)
+    assert res.returncode == 0, res.stderr

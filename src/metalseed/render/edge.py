@@ -158,6 +158,23 @@ def _https_suffix(cluster: Cluster) -> str:
     return "" if port == 443 else f":{port}"
 
 
+# How long nginx keeps a tenant Service's address from CoreDNS: a Service deleted and made again
+# (a new ClusterIP) is reached within this, and a steady one costs one lookup per interval.
+TENANT_DNS_VALID = "10s"
+TENANT_DNS_TIMEOUT = "2s"
+
+
+def tenant_routes(cluster: Cluster) -> list[tuple[str, str]]:
+    """(SNI name, upstream) for each tenant: the endpoint name to its API Service's in-seed DNS
+    name. A name and not the ClusterIP, so the edge is a function of the model alone (cluster.py
+    and seed.py render the same file) and needs nothing read back from the seed's API."""
+    from metalseed.kube.tenant import API_PORT, API_SERVICE
+
+    return [(cluster.tenant_endpoint(t.name),
+             f"{API_SERVICE}.{t.namespace}.svc.{cluster.dns_domain}:{API_PORT}")
+            for t in cluster.tenants]
+
+
 def nginx_conf(cluster: Cluster, bundle_path: str) -> str:
     edge = cluster.edge
     return render(
@@ -181,4 +198,8 @@ def nginx_conf(cluster: Cluster, bundle_path: str) -> str:
         health_port=HEALTH_PORT,
         health_path=HEALTH_PATH,
         apiserver_port=cluster.apiserver_port,
+        tenant_routes=tenant_routes(cluster),
+        cluster_dns=cluster.cluster_dns_address,
+        tenant_dns_valid=TENANT_DNS_VALID,
+        tenant_dns_timeout=TENANT_DNS_TIMEOUT,
     )
