@@ -152,7 +152,8 @@ def _container(i: ControlPlaneInputs, component: str, args: list[str], probe: Ob
     r = PROFILES[i.tenant.profile].component(component)
     return {
         "name": component, "image": i.images[component], "imagePullPolicy": "IfNotPresent",
-        "command": [component], "args": args, "resources": _resources(r),
+        # The image's own path: its config names no PATH for the runtime to search.
+        "command": [f"/usr/local/bin/{component}"], "args": args, "resources": _resources(r),
         "volumeMounts": [{"name": "pki", "mountPath": PKI_DIR, "readOnly": True}],
         "securityContext": dict(_RESTRICTED), **probe,
     }

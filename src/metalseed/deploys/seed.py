@@ -1,0 +1,44 @@
+"""A seed's tenant control planes, after ``deploys/cluster.py`` built the seed (``kubernetes =
+True``, the ``tenants`` data, the tenant datastore):
+
+1. offline, before any host is touched: the model (every tenant spec), every tenant object
+   against the pinned Kubernetes' schemas, the mirror's control plane images of each tenant's
+   version;
+2. the PKI store, tenants included (``pki/<seed>/tenants/<name>/``);
+3. the edge on the masters: the same deploy and file as cluster.py's, which routes each tenant's
+   endpoint name by SNI (nothing changes when cluster.py already shipped it);
+4. each tenant's Namespace, PKI Secret, control plane Deployment, Service and PDB, server-side
+   applied on the seed where a dry run says anything would change;
+5. a wait on real conditions: each Deployment rolled out and each tenant's API answering
+   ``/readyz`` through the edge with its own admin.conf.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+
+from metalseed.deploys.edge import edge
+from metalseed.deploys.gates import shared
+from metalseed.errors import DeployError
+from metalseed.model import cluster_from_inventory
+from metalseed.pki.issue import ensure_store
+from metalseed.tenants import apply as ta
+
+
+@deploy("metalseed seed: tenant control planes")
+def seed() -> None:
+    cluster = cluster_from_inventory(host.inventory)
+    if not cluster.kubernetes.enabled:
+        raise DeployError("seed: a seed is a Kubernetes cluster: set kubernetes = True and run "
+                          "deploys/cluster.py first")
+    if cluster.tenants and cluster.datastore is None:
+        raise DeployError("seed: tenants need the tenant datastore: a 'datastore' group of 1, 3 "
+                          "or 5 hosts in the inventory")
+    shared(host.state, "tenant objects valid", lambda: ta.validate(cluster))
+    ensure_store(cluster, host.inventory)
+    # Datastore members are no Kubernetes nodes: no edge there.
+    if not cluster.is_datastore_host(host.name):
+        edge()
+    ta.apply_tenants(name=ta.APPLY_OP, cluster=cluster, _run_once=True)
+    ta.wait_tenants(name=ta.WAIT_OP, cluster=cluster, _run_once=True)

@@ -1,0 +1,202 @@
+"""Tenant control planes onto their seed: each tenant's material read from the store, its objects
+rendered by :mod:`metalseed.kube.tenant`, validated offline against the pinned schemas,
+server-side applied on the seed (field manager ``metalseed``), then waited for on real conditions:
+the tenant's Deployment rolled out and its API answering ``/readyz`` through the seed's edge (the
+VIP, by SNI) with the tenant's own admin.conf.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, operation
+
+from metalseed.errors import ArtifactError, DeployError, HealthCheckError, KubernetesError
+from metalseed.kube import apply as ka
+from metalseed.kube import client as kc
+from metalseed.kube import openapi
+from metalseed.kube.tenant import PKI_FILES, ControlPlaneInputs, control_plane
+from metalseed.model import Cluster
+from metalseed.pki.issue import store_for
+from metalseed.pki.profiles import tenant_dir
+from metalseed.tenants import datastore as ds
+from metalseed.tenants.spec import TenantSpec
+
+APPLY_OP = "seed: tenant control planes (server-side apply)"
+WAIT_OP = "seed: every tenant's API answers /readyz through the edge"
+COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+READY_TIMEOUT = 300.0
+DEPLOYMENT = "control-plane"
+
+
+def store_files(cluster: Cluster, tenant: str) -> dict[str, str]:
+    """File name in the tenant's Secret -> path of its source, relative to the seed's store."""
+    d = tenant_dir(tenant)
+    own = {f: f"{d}/{f}" for f in PKI_FILES if not f.startswith("datastore-")}
+    # The API server trusts the CA bundle (the CA in charge and one being rotated in), not one CA.
+    own["ca.crt"] = f"{d}/ca-bundle.crt"
+    own["front-proxy-ca.crt"] = f"{d}/front-proxy-ca-bundle.crt"
+    return {**own, "datastore-ca.crt": f"{ds.CA_BUNDLE_ID}.crt",
+            "datastore-client.crt": f"{ds.client_id(tenant)}.crt",
+            "datastore-client.key": f"{ds.client_id(tenant)}.key"}
+
+
+def pki_files(cluster: Cluster, tenant: str) -> dict[str, bytes]:
+    """The tenant's Secret's files from the store; KubernetesError naming what is missing."""
+    store = store_for(cluster)
+    out: dict[str, bytes] = {}
+    missing = []
+    for name, rel in store_files(cluster, tenant).items():
+        data = store.read(store.root / rel)
+        if data is None:
+            missing.append(str(store.root / rel))
+        else:
+            out[name] = data
+    if missing:
+        raise KubernetesError(f"tenant {tenant}: the store lacks {', '.join(missing)} (run "
+                              "`metalseed pki init INVENTORY`; the datastore's material comes "
+                              "with the datastore)")
+    return out
+
+
+def images(cluster: Cluster, version: str) -> dict[str, str]:
+    """The control plane images of ``version`` as the seed's nodes pull them."""
+    from metalseed.mirror import load_manifest, load_pins
+
+    out: dict[str, str] = {}
+    for component in COMPONENTS:
+        if cluster.mirror_url:
+            found = [a for a in load_manifest(cluster.mirror_dir).images()
+                     if a.name == f"{component}-image" and a.image]
+            refs = [a.image for a in found if a.version == version and a.image]
+            if not refs:
+                held = sorted({a.version for a in found})
+                raise ArtifactError(f"the mirror under {cluster.mirror_dir} has no {component} image "
+                                    f"of {version} (it holds: {', '.join(held) or 'none'}; run "
+                                    "`metalseed mirror build`)")
+            out[component] = refs[0]
+        else:
+            pin = load_pins().get("kubernetes")
+            if pin.version != version:
+                raise ArtifactError(f"no {component} image of {version} is pinned (the kubernetes "
+                                    f"pin is {pin.version})")
+            out[component] = next(i for i in pin.images if f"/{component}:" in i)
+    return out
+
+
+def inputs(cluster: Cluster, tenant: TenantSpec, pki: dict[str, bytes]) -> ControlPlaneInputs:
+    if cluster.datastore is None:
+        raise DeployError("seed: tenants need the tenant datastore: a 'datastore' group of 1, 3 "
+                          "or 5 hosts in the inventory")
+    return ControlPlaneInputs(
+        tenant=tenant, images=images(cluster, tenant.kubernetes_version),
+        datastore_urls=tuple(cluster.datastore.client_urls()),
+        # A tenant's cluster has networks of its own: only its workers use them, so the seed's
+        # defaults serve (see kube.tenant).
+        service_network=str(cluster.service_network), pod_network=str(cluster.pod_network),
+        endpoint_name=cluster.tenant_endpoint(tenant.name), pki=pki)
+
+
+def objects(cluster: Cluster, placeholder_pki: bool = False) -> list[dict[str, Any]]:
+    """Every tenant's objects. ``placeholder_pki``: stand-in bytes for the material, for an
+    offline check of the objects' shape before the store has any (a first or a dry run)."""
+    out: list[dict[str, Any]] = []
+    for t in cluster.tenants:
+        pki = ({f: b"placeholder" for f in PKI_FILES} if placeholder_pki
+               else pki_files(cluster, t.name))
+        out.extend(control_plane(inputs(cluster, t, pki)))
+    return out
+
+
+def validate(cluster: Cluster) -> None:
+    """Offline, before any host is touched: every tenant object fits the pinned schemas."""
+    openapi.validate(objects(cluster, placeholder_pki=True), openapi.load(cluster.mirror_dir))
+
+
+def admin_kubeconfig(cluster: Cluster, tenant: str) -> Path:
+    return store_for(cluster).root / tenant_dir(tenant) / "admin.conf"
+
+
+def tenant_api(cluster: Cluster, tenant: str) -> Any:
+    """A client of ``tenant``'s API with its admin.conf: the seed's VIP, the endpoint as SNI."""
+    from kubernetes.client import Configuration
+    from kubernetes.config import new_client_from_config
+
+    path = admin_kubeconfig(cluster, tenant)
+    if not path.is_file():
+        raise KubernetesError(f"no admin.conf for tenant {tenant} at {path} (run `metalseed pki "
+                              "init INVENTORY`)")
+    return new_client_from_config(config_file=str(path), client_configuration=Configuration())
+
+
+def wait_ready(cluster: Cluster, timeout: float = READY_TIMEOUT) -> None:
+    """Every tenant's Deployment rolled out, then its API's /readyz through the edge; a timeout
+    names the tenants that did not come and what each said last."""
+    deadline = time.monotonic() + timeout
+    for t in cluster.tenants:
+        ka.wait_deployment_available(cluster, t.namespace, DEPLOYMENT,
+                                     timeout=max(1.0, deadline - time.monotonic()))
+    waiting = {t.name: "nothing yet" for t in cluster.tenants}
+    clients: dict[str, Any] = {}
+    while waiting:
+        for name in list(waiting):
+            try:
+                api = clients.get(name) or clients.setdefault(name, tenant_api(cluster, name))
+                seen = kc.readyz(api)
+            except KubernetesError as e:
+                seen = str(e)
+            if seen is None:
+                del waiting[name]
+            else:
+                waiting[name] = seen
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            said = "; ".join(f"{n} at {cluster.tenant_endpoint(n)}: {s}"
+                             for n, s in sorted(waiting.items()))
+            raise HealthCheckError(f"seed: the API of tenant(s) {', '.join(sorted(waiting))} did "
+                                   f"not answer /readyz through the edge (https://{cluster.vip}:"
+                                   f"{cluster.apiserver_port}, by SNI) within {timeout:.0f}s "
+                                   f"(last: {said})")
+        time.sleep(kc.POLL)
+
+
+@operation()
+def apply_tenants(cluster: Cluster) -> Generator[Any, None, None]:
+    """Apply every tenant's objects where any would change (call with ``_run_once=True``);
+    decided when the run is prepared by a server-side dry run, so a converged seed reports none."""
+    cache: dict[str, list[str]] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
+    if APPLY_OP not in cache:
+        try:
+            todo = objects(cluster)
+        except KubernetesError:
+            # A dry run before the store holds the material: all of it would be applied.
+            todo = objects(cluster, placeholder_pki=True)
+        cache[APPLY_OP] = ka.pending(cluster, todo)
+    if not host.state.is_executing and cache[APPLY_OP]:
+        host.log(f"would apply: {', '.join(cache[APPLY_OP])}")
+    if cache[APPLY_OP]:
+        yield FunctionCommand(_apply, (cluster,), {})
+
+
+def _apply(cluster: Cluster) -> None:
+    objs = objects(cluster)
+    openapi.validate(objs, openapi.load(cluster.mirror_dir))
+    ka.apply(cluster, objs)
+
+
+@operation()
+def wait_tenants(cluster: Cluster) -> Generator[Any, None, None]:
+    """Not a change: the wait runs when the deploy executes; a failure fails this operation."""
+    if not host.state.is_executing or not cluster.tenants:
+        return
+    from metalseed.deploys.gates import _raise
+
+    try:
+        wait_ready(cluster)
+    except Exception as e:
+        yield FunctionCommand(_raise, (e,), {})
