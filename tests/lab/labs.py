@@ -40,9 +40,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def booted_lab(name: str) -> Iterator[Lab]:
-    """A lab of 3 masters and 2 workers named ``name``, with a PKI store as new as its machines,
-    ``$METALSEED_LAB`` pointing at it while it lives, removed at the end whatever happens."""
+def booted_lab(name: str, masters: int = MASTERS, workers: int = WORKERS,
+               datastore: int = 0) -> Iterator[Lab]:
+    """A lab of 3 masters and 2 workers (or the shape given) named ``name``, with a PKI store as
+    new as its machines, ``$METALSEED_LAB`` pointing at it while it lives, removed at the end
+    whatever happens."""
     reason = lab_unavailable()
     if reason:
         pytest.skip(reason)
@@ -65,7 +67,7 @@ def booted_lab(name: str) -> Iterator[Lab]:
         # with a PKI store of its own as new as its machines.
         the_lab.down()
         shutil.rmtree(REPO / "pki" / name, ignore_errors=True)
-        the_lab.up(MASTERS, WORKERS)
+        the_lab.up(masters, workers, datastore=datastore)
         yield the_lab
     finally:
         the_lab.down()
