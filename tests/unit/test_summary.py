@@ -30,3 +30,13 @@ def test_other_ports_own_certificates_and_a_kubeconfig() -> None:
     text = "\n".join(summary_lines(c, "inv.py", Path("pki/prod/kubeconfig/admin.conf")))
     assert "https://10.20.0.10:8443/" in text and "/etc/own.crt" in text
     assert "kubectl --kubeconfig pki/prod/kubeconfig/admin.conf" in text
+
+
+def test_a_datastore_is_named_with_its_endpoints_and_ca() -> None:
+    base = {"cluster_name": "prod", "node_network": "10.20.0.0/24", "vip": "10.20.0.10"}
+    c = build_cluster([_HostInput("m1", ("masters",), {**base, "ssh_hostname": "10.20.0.11"}),
+                       _HostInput("d1", ("datastore",), {**base, "ssh_hostname": "10.20.0.51"})])
+    text = "\n".join(summary_lines(c, "inv.py"))
+    assert "datastore:   https://10.20.0.51:2379" in text
+    assert "pki/prod/datastore/ca-bundle.crt" in text
+    assert "datastore" not in "\n".join(summary_lines(cluster(), "inv.py"))

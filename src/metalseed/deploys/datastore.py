@@ -152,6 +152,9 @@ def _apply_and_report(cluster: Cluster) -> None:
         logger.info(f"datastore: {line}")
 
 
+TENANT_ACCESS_OP = "datastore: authentication, tenant users and roles"
+
+
 @operation()
 def tenant_access(cluster: Cluster) -> Generator[Any, None, None]:
     """Authentication and the tenants' users and roles, decided when the run executes (the
@@ -170,6 +173,5 @@ def datastore() -> None:
     if cluster.datastore is None or not cluster.is_datastore_host(current_host.name):
         return
     converge_etcd(cluster.datastore_view(), cluster)
-    tenant_access(name="datastore: authentication, tenant users and roles", cluster=cluster,
-                  _run_once=True)
+    tenant_access(name=TENANT_ACCESS_OP, cluster=cluster, _run_once=True)
 

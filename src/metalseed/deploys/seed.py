@@ -7,9 +7,11 @@ True``, the ``tenants`` data, the tenant datastore):
 2. the PKI store, tenants included (``pki/<seed>/tenants/<name>/``);
 3. the edge on the masters: the same deploy and file as cluster.py's, which routes each tenant's
    endpoint name by SNI (nothing changes when cluster.py already shipped it);
-4. each tenant's Namespace, PKI Secret, control plane Deployment, Service and PDB, server-side
+4. the datastore's users and roles matching the tenants (:mod:`metalseed.deploys.datastore`: a
+   removed tenant's role revoked, its keys deleted, its role and user gone);
+5. each tenant's Namespace, PKI Secret, control plane Deployment, Service and PDB, server-side
    applied on the seed where a dry run says anything would change;
-5. a wait on real conditions: each Deployment rolled out and each tenant's API answering
+6. a wait on real conditions: each Deployment rolled out and each tenant's API answering
    ``/readyz`` through the edge with its own admin.conf.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
+from metalseed.deploys.datastore import TENANT_ACCESS_OP, tenant_access
 from metalseed.deploys.edge import edge
 from metalseed.deploys.gates import shared
 from metalseed.errors import DeployError
@@ -40,5 +43,9 @@ def seed() -> None:
     # Datastore members are no Kubernetes nodes: no edge there.
     if not cluster.is_datastore_host(host.name):
         edge()
+    # Before any control plane starts: its etcd user and role must exist. For a tenant gone
+    # from the data this revokes its role first, so nothing writes under its prefix again.
+    if cluster.datastore is not None:
+        tenant_access(name=TENANT_ACCESS_OP, cluster=cluster, _run_once=True)
     ta.apply_tenants(name=ta.APPLY_OP, cluster=cluster, _run_once=True)
     ta.wait_tenants(name=ta.WAIT_OP, cluster=cluster, _run_once=True)

@@ -49,6 +49,11 @@ def summary_lines(cluster: Cluster, inventory: str, kubeconfig: Path | None = No
     if kubeconfig is not None:
         lines.append(f"  API:         https://{cluster.vip}:{cluster.apiserver_port}  "
                      f"(kubectl --kubeconfig {kubeconfig})")
+    if cluster.datastore is not None:
+        root = store_for(cluster).root
+        lines.append(f"  datastore:   {','.join(cluster.datastore.client_urls())}  (CA "
+                     f"{root / 'datastore' / 'ca-bundle.crt'}; {len(cluster.tenants)} tenant(s), "
+                     "each READWRITE on /<name>/ only)")
     lines += [
         f"  next:        metalseed certs check {inventory}     (installed certificates, expiry)",
         f"               {curl}",
