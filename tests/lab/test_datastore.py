@@ -1,23 +1,26 @@
 """The tenant datastore on a real etcd (the mirror's, in a lab machine d1), with python-etcd3 as
 every client: each tenant's certificate reaches exactly its own prefix, a client without a
-certificate (or with one of the cluster's etcd CA) is refused, a removed tenant leaves no key, no
-role and no user, and a rerun changes nothing.
+certificate (or with one of the cluster's etcd CA) is refused, a backup holds every key, a removed
+tenant leaves no key, no role and no user, and a rerun changes nothing.
 
 The lab is m1 + d1: the model wants a master, but the datastore deploy touches only d1.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from metalseed import etcdclient  # first: it sets up protobuf for python-etcd3
-from metalseed.deploys.datastore import admin_client, datastore
+from metalseed.deploys.datastore import admin_client, datastore, datastore_backup
 from metalseed.etcdprobe import RunResult, run_deploy
 from metalseed.lab import Lab
 from metalseed.lab.inventory import pyinfra_inventory
@@ -136,6 +139,24 @@ def test_clients_without_a_datastore_certificate_are_refused(
         denied(lambda: foreign.get("/acme/seeded-by-root"))
     finally:
         foreign.close()
+
+
+def test_a_backup_holds_every_key_of_the_datastore(
+        lab: Lab, seeded: tuple[Cluster, RunResult], tmp_path: Path) -> None:
+    cluster, _ = seeded
+    with admin_client(cluster) as root:
+        keys = root.count_range(b"\0", b"\0")
+    inv = pyinfra_inventory(lab.require_state(), kubernetes=True,
+                            tenants={t: {} for t in TENANTS}, etcd_backup_dir=str(tmp_path))
+    run_deploy(inv, datastore_backup)
+    [manifest] = (tmp_path / cluster.name / "datastore").glob("*.json")
+    m = json.loads(manifest.read_text())
+    snapshot = manifest.with_suffix(".db")
+    assert m["member"] == "d1" and m["total_keys"] == keys >= len(TENANTS)
+    assert m["size"] == snapshot.stat().st_size
+    assert m["sha256"] == hashlib.sha256(snapshot.read_bytes()).hexdigest()
+    # The seed's own backups are elsewhere: nothing in <backup_dir>/<seed>/ itself.
+    assert not list((tmp_path / cluster.name).glob("*.db"))
 
 
 def test_removing_a_tenant_leaves_nothing_of_it_and_a_rerun_changes_nothing(

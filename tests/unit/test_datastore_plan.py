@@ -77,3 +77,16 @@ def test_a_tenant_named_root_is_not_etcds_root() -> None:
     users, roles = converged()
     steps = methods(plan_tenants(["root"], True, users, roles))
     assert ("user_add", "tenant-root") in steps and ("user_add", "root") not in steps
+
+
+def test_datastore_backups_land_beside_the_seeds_not_among_them() -> None:
+    from pathlib import Path
+
+    from metalseed.deploys.etcd.backup import backup_dir
+    from metalseed.model import _HostInput, build_cluster
+
+    base = {"cluster_name": "seed", "node_network": "10.20.0.0/24", "vip": "10.20.0.10"}
+    c = build_cluster([_HostInput("m1", ("masters",), {**base, "ssh_hostname": "10.20.0.11"}),
+                       _HostInput("d1", ("datastore",), {**base, "ssh_hostname": "10.20.0.51"})])
+    assert backup_dir(c) == Path("backups/seed")
+    assert backup_dir(c.datastore_view()) == Path("backups/seed/datastore")

@@ -23,11 +23,13 @@ from pyinfra import host as current_host
 from pyinfra import logger
 from pyinfra.api import FunctionCommand, deploy, operation
 
+from metalseed.deploys.etcd.backup import DEFAULTS as BACKUP_DEFAULTS
+from metalseed.deploys.etcd.backup import backup
 from metalseed.deploys.etcd.common import tls_files
 from metalseed.deploys.etcd.deploy import converge_etcd
 from metalseed.deploys.gates import shared
 from metalseed.etcdclient import READWRITE, AuthClient, Permission
-from metalseed.model import DATASTORE_ROOT_USER, Cluster, cluster_from_inventory
+from metalseed.model import DATASTORE_ROOT_USER, Cluster, cluster_from_inventory, playbook_inputs
 from metalseed.tenants import datastore as ds
 
 
@@ -175,3 +177,15 @@ def datastore() -> None:
     converge_etcd(cluster.datastore_view(), cluster)
     tenant_access(name=TENANT_ACCESS_OP, cluster=cluster, _run_once=True)
 
+
+
+@deploy("Tenant datastore backup", data_defaults=BACKUP_DEFAULTS)
+def datastore_backup() -> None:
+    """A consistent snapshot of the datastore from one healthy member (a follower when there is
+    one), fetched to ``<etcd_backup_dir>/<seed>/datastore/`` with its manifest; keeps the newest
+    ``etcd_backup_retention``."""
+    cluster = cluster_from_inventory(current_host.inventory)
+    inputs = playbook_inputs(cluster, current_host.data, BACKUP_DEFAULTS)
+    if cluster.datastore is None or not cluster.is_datastore_host(current_host.name):
+        return
+    backup(cluster.datastore_view(), inputs)

@@ -32,7 +32,9 @@ DEFAULTS = {"etcd_backup_retention": 7}
 """The playbook's inputs (pyinfra data) and their defaults."""
 
 def backup_dir(cluster: Cluster) -> Path:
-    return cluster.etcd.backup_dir / cluster.name
+    """``<backup_dir>/<cluster>/``; the tenant datastore's in its ``datastore/`` below that."""
+    d = cluster.etcd.backup_dir / cluster.name
+    return d if cluster.etcd.store_dir == "etcd" else d / cluster.etcd.store_dir
 
 
 @dataclass(frozen=True)
@@ -124,9 +126,15 @@ def etcd_backup() -> None:
     """A consistent snapshot from one healthy member, fetched to backups/<cluster>/ with its
     revision and hash; keeps the newest ``etcd_backup_retention`` snapshots."""
     cluster = cluster_from_inventory(current_host.inventory)
-    retention = playbook_inputs(cluster, current_host.data, DEFAULTS)["etcd_backup_retention"]
+    backup(cluster, playbook_inputs(cluster, current_host.data, DEFAULTS))
+
+
+def backup(cluster: Cluster, inputs: dict[str, Any]) -> None:
+    """The snapshot of ``cluster``'s etcd: the seed's, or the tenant datastore's
+    (:meth:`~metalseed.model.Cluster.datastore_view`)."""
     if this_master(cluster) is None:
         return
-    python.call(name="etcd: snapshot to the operator's machine", function=_take_backup,
-                cluster=cluster, retention=retention, _run_once=True)
+    python.call(name=f"{cluster.etcd.store_dir}: snapshot to the operator's machine",
+                function=_take_backup, cluster=cluster,
+                retention=inputs["etcd_backup_retention"], _run_once=True)
 
