@@ -708,3 +708,22 @@ class AuthClient(EtcdClient):
             return int(resp.count)
 
         return self._failover(call, None)
+
+    def range_size(self, key: bytes, range_end: bytes, page: int = 500) -> tuple[int, int]:
+        """(keys, bytes of keys and values) in [key, range_end), read ``page`` keys at a time so
+        a large range never sits in memory whole (etcd keeps no size per prefix)."""
+        keys = size = 0
+        start = key
+        while True:
+            def call(c: Any, start: bytes = start) -> Any:
+                req = self._rpc().RangeRequest(key=start, range_end=range_end, limit=page)
+                return c.kvstub.Range(req, self.timeout, credentials=c.call_credentials,
+                                      metadata=c.metadata)
+
+            resp = self._failover(call, None)
+            for kv in resp.kvs:
+                keys += 1
+                size += len(kv.key) + len(kv.value)
+            if not resp.more or not resp.kvs:
+                return keys, size
+            start = bytes(resp.kvs[-1].key) + b"\0"

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from metalseed import etcdclient  # first: it sets up protobuf for python-etcd3
-from metalseed.deploys.datastore import admin_client, datastore, datastore_backup
+from metalseed.deploys.datastore import admin_client, datastore, datastore_backup, tenant_usage
 from metalseed.etcdprobe import RunResult, run_deploy
 from metalseed.lab import Lab
 from metalseed.lab.inventory import pyinfra_inventory
@@ -168,6 +168,15 @@ def test_removing_a_tenant_leaves_nothing_of_it_and_a_rerun_changes_nothing(
         root.put("/acme/kept", "still here")
         globex_keys = root.count_range(b"/globex/", b"/globex0")
     assert globex_keys == 21
+    # 20 keys of 'x' at /globex/registry/kNN plus the seeded one.
+    usage = tenant_usage(cluster, ["globex", "acme"])
+    assert usage["globex"].keys == 21
+    assert usage["globex"].bytes == sum(len(f"/globex/registry/k{i}") + 1 for i in range(20)) + \
+        len("/globex/seeded-by-root") + len("globex")
+    assert usage["acme"].keys == 2  # seeded-by-root and kept
+    with admin_client(cluster) as root:
+        assert root.range_size(b"/globex/", b"/globex0", page=4) == (
+            usage["globex"].keys, usage["globex"].bytes)
     start = time.monotonic()
     cluster, removal = deploy(lab, ("acme", "acme2"))
     took = time.monotonic() - start

@@ -143,6 +143,26 @@ def converge_tenants(cluster: Cluster, tenants: Iterable[str] | None = None) -> 
         return apply(c, steps)
 
 
+@dataclass(frozen=True)
+class TenantUsage:
+    keys: int
+    bytes: int
+    """Keys and values under the tenant's prefix (not etcd's on-disk size, which it keeps only
+    for the whole datastore)."""
+
+
+def tenant_usage(cluster: Cluster, tenants: Iterable[str] | None = None
+                 ) -> dict[str, TenantUsage]:
+    """What each tenant holds in the datastore (for ``tenants status``), read as root."""
+    names = [t.name for t in cluster.tenants] if tenants is None else list(tenants)
+    out = {}
+    with admin_client(cluster) as c:
+        for name in names:
+            key = ds.prefix(name)
+            out[name] = TenantUsage(*c.range_size(key, ds.range_end(key)))
+    return out
+
+
 def _pending(cluster: Cluster) -> list[Step]:
     names = [t.name for t in cluster.tenants]
     with admin_client(cluster) as c:
