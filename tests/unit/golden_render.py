@@ -106,7 +106,9 @@ def lab_cluster_single(**extra: Any) -> Cluster:
 def renders(c: Cluster) -> dict[str, str]:
     """``<component>/<file>`` -> text, for every file a host of ``c`` receives from a renderer."""
     if c.tenants:  # what a seed adds: the edge's SNI routes (the other inventories hold the rest)
-        return {"edge/nginx.conf": edge.nginx_conf(c, bundle_path())}
+        return {"edge/nginx.conf": edge.nginx_conf(c, bundle_path()),
+                f"edge/{c.masters[0].name}/{edge.SERVICE_ROUTE_UNIT}":
+                    edge.service_route_unit(c, c.masters[0])}
     if c.kubernetes.enabled:  # the other inventories hold the rest
         return kubernetes_renders(c)
     out: dict[str, str] = {}

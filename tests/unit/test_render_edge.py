@@ -379,3 +379,18 @@ def test_a_seeds_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
     conf.write_text(r.nginx_conf(cluster(**SEED), str(pem)))
     res = _nginx_t(conf)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_seeds_masters_route_the_service_network_for_nginx() -> None:
+    from metalseed.deploys.edge import master_spec
+
+    material = (fake_pem(b"CERTIFICATE", b"c"), fake_pem(b"EC PRIVATE KEY", b"k"))
+    seed = cluster(**SEED)
+    spec = master_spec(seed, seed.masters[1], material)
+    assert spec.units[0] == r.SERVICE_ROUTE_UNIT  # before nginx starts passing to ClusterIPs
+    unit = next(f for f in spec.files if f.path.endswith(r.SERVICE_ROUTE_UNIT)).content.decode()
+    assert "ExecStart=/sbin/ip route replace 10.96.0.0/12 dev eth0 src 10.20.0.12" in unit
+    plain = cluster(**{k: v for k, v in SEED.items() if k != "tenants"})
+    spec = master_spec(plain, plain.masters[1], material)
+    assert r.SERVICE_ROUTE_UNIT not in spec.units
+    assert not any(f.path.endswith(r.SERVICE_ROUTE_UNIT) for f in spec.files)

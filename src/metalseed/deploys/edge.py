@@ -59,10 +59,15 @@ def serving_material(cluster: Cluster) -> tuple[bytes, bytes]:
 def master_spec(cluster: Cluster, node: Node, material: tuple[bytes, bytes]) -> HostSpec:
     b = r.bundle(*material)
     others = f"! -name {shlex.quote(Path(b.path).name)}"
+    # A seed's nginx passes tenants' APIs to their Services' ClusterIPs: they need a route.
+    route = (ManagedFile(f"/etc/systemd/system/{r.SERVICE_ROUTE_UNIT}",
+                         r.service_route_unit(cluster, node).encode(), unit=r.SERVICE_ROUTE_UNIT,
+                         restart=True, unit_file=True),) if cluster.tenants else ()
     return HostSpec(
         packages=r.PACKAGES,
         sysctls=tuple(r.SYSCTLS.items()),
         files=(
+            *route,
             ManagedFile(r.SYSCTL_CONF, r.sysctl_conf().encode()),
             # The bundle first: the staged nginx.conf names it, and nginx -t reads it.
             ManagedFile(b.path, b.content, mode=0o600, dir_mode=0o700, unit="nginx.service"),
@@ -72,7 +77,7 @@ def master_spec(cluster: Cluster, node: Node, material: tuple[bytes, bytes]) -> 
                         check="keepalived -t -f {path}", unit="keepalived.service"),
         ),
         # nginx first: keepalived's check asks nginx, so the VIP only comes to a serving master.
-        units=r.UNITS,
+        units=((r.SERVICE_ROUTE_UNIT,) if cluster.tenants else ()) + r.UNITS,
         health={"nginx.service": HEALTH_WAIT},
         cleanup=f"find {r.NGINX_DIR} -maxdepth 1 -name 'edge-*.pem*' {others} -delete",
     )

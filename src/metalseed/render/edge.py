@@ -164,6 +164,16 @@ TENANT_DNS_VALID = "10s"
 TENANT_DNS_TIMEOUT = "2s"
 
 
+SERVICE_ROUTE_UNIT = "metalseed-service-route.service"
+
+
+def service_route_unit(cluster: Cluster, node: Node) -> str:
+    """On a seed's masters: a route for the service network, so nginx reaches tenant Services'
+    ClusterIPs on a host without a default route (see files/edge/metalseed-service-route.service.j2)."""
+    return render("edge/metalseed-service-route.service.j2", service_network=cluster.service_network,
+                  interface=cluster.vip_interface, address=node.address)
+
+
 def tenant_routes(cluster: Cluster) -> list[tuple[str, str]]:
     """(SNI name, upstream) for each tenant: the endpoint name to its API Service's in-seed DNS
     name. A name and not the ClusterIP, so the edge is a function of the model alone (cluster.py
