@@ -1,0 +1,159 @@
+"""A seed with two tenants, acme and globex, on real machines: a lab of its own (1 master, 1
+worker, 1 datastore machine: the tenants' control planes need the datastore's etcd on the seed's
+network), taken from bare machines by deploys/cluster.py and then deploys/seed.py as an operator
+runs them. Each tenant's API answers through the edge (the VIP, by SNI) with its own admin.conf
+and the mirror's kubectl; acme's credentials are refused by globex's API; a name the edge does
+not route still reaches the seed's own API; what one tenant writes the other does not see; a
+rerun changes nothing; an invalid tenant spec is refused before anything is applied.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metalseed.lab import Lab
+from metalseed.lab.inventory import pyinfra_inventory
+from metalseed.model import Cluster, cluster_from_inventory
+from metalseed.probe import pyinfra_totals
+from tests.lab.kube import NEEDED, TIMINGS, RunPyinfra, mirror_components
+from tests.lab.labs import TEST_LAB, booted_lab, pyinfra_runner
+
+pytestmark = [pytest.mark.lab, pytest.mark.kube]
+
+SEED_LAB = os.environ.get("METALSEED_TEST_SEED_LAB") or f"{TEST_LAB}s"
+TENANTS = {"acme": {"labels": {"team": "payments"}}, "globex": {}}
+DATA = ("--data", "kubernetes=True", "--data", f"tenants={json.dumps(TENANTS)}")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with booted_lab(SEED_LAB, masters=1, workers=1, datastore=1) as the_lab:
+        state = the_lab.require_state()
+        mirror = Path(state.mirror_root) if state.mirror_root else None
+        missing = sorted(set(NEEDED) - (mirror_components(mirror) if mirror else set()))
+        if missing:
+            pytest.skip(f"the mirror lacks {', '.join(missing)} (run `metalseed mirror build`)")
+        yield the_lab
+
+
+@pytest.fixture(scope="module")
+def run(lab: Lab) -> RunPyinfra:
+    return pyinfra_runner(lab)
+
+
+@pytest.fixture(scope="module")
+def seed(lab: Lab, run: RunPyinfra) -> Cluster:
+    """The seed from bare machines (cluster.py), then its tenants (seed.py), as the README says."""
+    cluster = cluster_from_inventory(pyinfra_inventory(lab.require_state(), kubernetes=True,
+                                                       tenants=TENANTS))
+    start = time.monotonic()
+    run("deploys/cluster.py", *DATA, timeout=900)
+    TIMINGS["seed: bare machines -> Kubernetes and datastore (cluster.py)"] = time.monotonic() - start
+    start = time.monotonic()
+    run("deploys/seed.py", *DATA, timeout=600)
+    TIMINGS["seed: seed.py -> both tenant APIs answer through the edge"] = time.monotonic() - start
+    print(f"\n{TIMINGS}")
+    return cluster
+
+
+def kubectl(c: Cluster, conf: Path, *args: str, check: bool = True
+            ) -> subprocess.CompletedProcess[str]:
+    argv = [str(c.mirror_dir / "bin" / "kubectl"), "--kubeconfig", str(conf),
+            "--request-timeout=20s", *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def admin_conf(c: Cluster, tenant: str) -> Path:
+    return c.pki_dir / "tenants" / tenant / "admin.conf"
+
+
+def test_each_tenant_api_answers_through_the_edge_with_its_own_admin_conf(seed: Cluster) -> None:
+    c = seed
+    for t in TENANTS:
+        conf = yaml.safe_load(admin_conf(c, t).read_text())["clusters"][0]["cluster"]
+        # The seed's VIP, no DNS: the endpoint name travels as SNI and is what TLS checks.
+        assert conf["server"] == f"https://{c.vip}:{c.apiserver_port}"
+        assert conf["tls-server-name"] == c.tenant_endpoint(t)
+        assert kubectl(c, admin_conf(c, t), "get", "--raw", "/readyz").stdout.strip() == "ok"
+        version = json.loads(kubectl(c, admin_conf(c, t), "version", "-o", "json").stdout)
+        assert version["serverVersion"]["gitVersion"] == c.tenant(t).kubernetes_version
+        # A cluster of its own: its default namespace, none of the seed's.
+        names = kubectl(c, admin_conf(c, t), "get", "namespaces", "-o", "name").stdout.split()
+        assert "namespace/default" in names and not any("tenant-" in n for n in names), names
+    # The seed's own API through the same VIP and port: no SNI, the seed's answer.
+    seed_conf = c.pki_dir / "kubeconfig" / "admin.conf"
+    nodes = kubectl(c, seed_conf, "get", "nodes", "-o", "name").stdout.split()
+    assert sorted(nodes) == sorted(f"node/{n.name}" for n in c.nodes)
+    pods = json.loads(kubectl(c, seed_conf, "-n", "tenant-acme", "get", "pods", "-l",
+                              "metalseed.io/tenant=acme", "-o", "json").stdout)["items"]
+    assert pods and all(p["metadata"]["labels"]["team"] == "payments" for p in pods)
+
+
+def test_what_one_tenant_writes_the_other_does_not_see(seed: Cluster) -> None:
+    c = seed
+    kubectl(c, admin_conf(c, "acme"), "create", "configmap", "only-acme", "--from-literal=a=1")
+    assert kubectl(c, admin_conf(c, "acme"), "get", "configmap", "only-acme").returncode == 0
+    other = kubectl(c, admin_conf(c, "globex"), "get", "configmap", "only-acme", check=False)
+    assert other.returncode != 0 and "NotFound" in other.stderr, other.stderr
+
+
+def _crossed(c: Cluster, tmp_path: Path, trust_from: str) -> Path:
+    """acme's admin.conf aimed at globex's endpoint, trusting ``trust_from``'s CA."""
+    conf = yaml.safe_load(admin_conf(c, "acme").read_text())
+    cluster = conf["clusters"][0]["cluster"]
+    cluster["tls-server-name"] = c.tenant_endpoint("globex")
+    ca = (c.pki_dir / "tenants" / trust_from / "ca.crt").read_bytes()
+    cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    path = tmp_path / f"acme-to-globex-{trust_from}.conf"
+    path.write_text(yaml.safe_dump(conf))
+    path.chmod(0o600)
+    return path
+
+
+def test_acmes_admin_conf_is_refused_by_globex(seed: Cluster, tmp_path: Path) -> None:
+    c = seed
+    # Trusting globex's CA, the TLS handshake with globex's API server succeeds; acme's client
+    # certificate (from acme's CA) is not one globex's API accepts.
+    refused = kubectl(c, _crossed(c, tmp_path, "globex"), "get", "namespaces", check=False)
+    assert refused.returncode != 0 and "Unauthorized" in refused.stderr, refused.stderr
+    # As it is (acme's CA), acme's admin.conf does not even accept globex's API server.
+    untrusted = kubectl(c, _crossed(c, tmp_path, "acme"), "get", "namespaces", check=False)
+    assert untrusted.returncode != 0 and "certificate" in untrusted.stderr, untrusted.stderr
+
+
+def test_a_second_run_changes_nothing(seed: Cluster, run: RunPyinfra) -> None:
+    start = time.monotonic()
+    proc = run("deploys/seed.py", *DATA, timeout=600)
+    TIMINGS["seed: seed.py, no change"] = time.monotonic() - start
+    totals = pyinfra_totals(proc.stdout + proc.stderr)
+    assert totals and totals["success"] == 0 and totals["error"] == 0, proc.stdout[-3000:]
+    assert "would apply" not in proc.stdout + proc.stderr
+
+
+def test_an_invalid_tenant_spec_is_refused_and_nothing_is_applied(seed: Cluster,
+                                                                  run: RunPyinfra) -> None:
+    c = seed
+    bad = {**TENANTS, "initech": {"profil": "small"}}
+    proc = run("deploys/seed.py", "--data", "kubernetes=True", "--data",
+               f"tenants={json.dumps(bad)}", check=False, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "tenants['initech'].profil" in out and "did you mean 'profile'?" in out, out[-2000:]
+    # Refused while the run was prepared: no operation ran, nothing reached the seed.
+    assert "Grand total" not in out, out[-2000:]
+    seed_conf = c.pki_dir / "kubeconfig" / "admin.conf"
+    ns = kubectl(c, seed_conf, "get", "namespace", "tenant-initech", check=False)
+    assert ns.returncode != 0 and "NotFound" in ns.stderr, ns.stderr
+    assert not (c.pki_dir / "tenants" / "initech").exists()
