@@ -90,3 +90,18 @@ def test_datastore_backups_land_beside_the_seeds_not_among_them() -> None:
                        _HostInput("d1", ("datastore",), {**base, "ssh_hostname": "10.20.0.51"})])
     assert backup_dir(c) == Path("backups/seed")
     assert backup_dir(c.datastore_view()) == Path("backups/seed/datastore")
+
+
+def test_the_datastore_ca_is_refused_by_the_ca_rotation() -> None:
+    import pytest
+
+    from metalseed.deploys.rotation import check_ca
+    from metalseed.errors import ModelError
+    from metalseed.model import _HostInput, build_cluster
+
+    base = {"cluster_name": "seed", "node_network": "10.20.0.0/24", "vip": "10.20.0.10"}
+    c = build_cluster([_HostInput("m1", ("masters",), {**base, "ssh_hostname": "10.20.0.11"}),
+                       _HostInput("d1", ("datastore",), {**base, "ssh_hostname": "10.20.0.51"})])
+    check_ca(c, ("etcd/ca",))
+    with pytest.raises(ModelError, match="cannot be rotated yet"):
+        check_ca(c, ("etcd/ca", "datastore/ca"))

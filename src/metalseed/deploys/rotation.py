@@ -21,6 +21,7 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import deploy
 
+from metalseed.deploys.datastore import datastore
 from metalseed.deploys.edge import edge
 from metalseed.deploys.etcd import etcd
 from metalseed.deploys.gates import shared
@@ -31,7 +32,7 @@ from metalseed.pki import rotation
 from metalseed.pki.installed import Installed, InstalledCertificates, fingerprint, parse_dump
 from metalseed.pki.issue import init_pki, mark_store_converged, store_for
 from metalseed.pki.plan import NEXT, PREVIOUS
-from metalseed.pki.profiles import CLUSTER_CA, leaf_specs
+from metalseed.pki.profiles import CLUSTER_CA, DATASTORE_CA, leaf_specs
 from metalseed.pki.x509 import load_cert
 from metalseed.runmode import dry_run
 
@@ -60,6 +61,12 @@ def check_ca(cluster: Cluster, cas: tuple[str, ...] | None) -> None:
     if unknown:
         raise ModelError("rotate_ca", ",".join(cas or ()),
                          f"the cluster's CAs (one, or several separated by commas): {', '.join(known)}")
+    if DATASTORE_CA in (cas or ()):
+        # Its phases would have to check and ship the datastore members' trust files and every
+        # tenant API server's; this playbook reads and ships the cluster's nodes only.
+        raise ModelError("rotate_ca", DATASTORE_CA, "a CA this playbook rotates: "
+                         f"{', '.join(ca for ca in known if ca != DATASTORE_CA)} (the tenant "
+                         "datastore's CA cannot be rotated yet)")
 
 
 def installed_everywhere(cluster: Cluster, inventory: Any) -> dict[str, list[Installed]]:
@@ -200,7 +207,10 @@ def rotate_certs() -> None:
         return done
 
     shared(host.state, "rotation-store-step", step)
-    etcd()
-    edge()
-    if cluster.kubernetes.enabled:  # the same on every host
-        kubernetes()  # restarts what reads a renewed file, API servers one master at a time
+    if not cluster.is_datastore_host(host.name):  # datastore members are no cluster nodes
+        etcd()
+        edge()
+        if cluster.kubernetes.enabled:  # the same on every host
+            kubernetes()  # restarts what reads a renewed file, API servers one master at a time
+    # The datastore's renewed leaves, members restarted one at a time behind its health gate.
+    datastore()
