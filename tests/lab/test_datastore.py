@@ -1,7 +1,8 @@
 """The tenant datastore on a real etcd (the mirror's, in a lab machine d1), with python-etcd3 as
 every client: each tenant's certificate reaches exactly its own prefix, a client without a
 certificate (or with one of the cluster's etcd CA) is refused, a backup holds every key, a removed
-tenant leaves no key, no role and no user, and a rerun changes nothing.
+tenant leaves no key, no role and no user, a restore brings the snapshot back and the data's
+tenants again, and a rerun changes nothing.
 
 The lab is m1 + d1: the model wants a master, but the datastore deploy touches only d1.
 """
@@ -20,7 +21,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from metalseed import etcdclient  # first: it sets up protobuf for python-etcd3
-from metalseed.deploys.datastore import admin_client, datastore, datastore_backup, tenant_usage
+from metalseed.deploys.datastore import (
+    admin_client,
+    datastore,
+    datastore_backup,
+    datastore_restore,
+    tenant_usage,
+)
+from metalseed.errors import DeployError
 from metalseed.etcdprobe import RunResult, run_deploy
 from metalseed.lab import Lab
 from metalseed.lab.inventory import pyinfra_inventory
@@ -43,11 +51,17 @@ def lab() -> Iterator[Lab]:
         yield the_lab
 
 
-def deploy(lab: Lab, tenants: tuple[str, ...]) -> tuple[Cluster, RunResult]:
-    # Tenants are data of a seed (kubernetes = True); only the datastore deploy runs here.
+def deploy(lab: Lab, tenants: tuple[str, ...], playbook: Callable[..., Any] = datastore,
+           **data: Any) -> tuple[Cluster, RunResult]:
+    # Tenants are data of a seed (kubernetes = True); only datastore playbooks run here.
     inv = pyinfra_inventory(lab.require_state(), kubernetes=True,
-                            tenants={t: {} for t in tenants})
-    return cluster_from_inventory(inv), run_deploy(inv, datastore)
+                            tenants={t: {} for t in tenants}, **data)
+    return cluster_from_inventory(inv), run_deploy(inv, playbook)
+
+
+@pytest.fixture(scope="module")
+def backups(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("datastore-backups")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +81,7 @@ def etcd3_client(cluster: Cluster, cert: str | None) -> Any:
     store = store_for(cluster)
     assert cluster.datastore is not None
     u = urlsplit(cluster.datastore.client_urls()[0])
-    return etcd3.client(host=u.hostname, port=u.port, timeout=5,
+    return etcd3.client(host=u.hostname, port=u.port, timeout=15,
                         ca_cert=str(store.cert_path(ds.CA_BUNDLE_ID)),
                         cert_cert=str(store.cert_path(cert)) if cert else None,
                         cert_key=str(store.key_path(cert)) if cert else None)
@@ -142,21 +156,20 @@ def test_clients_without_a_datastore_certificate_are_refused(
 
 
 def test_a_backup_holds_every_key_of_the_datastore(
-        lab: Lab, seeded: tuple[Cluster, RunResult], tmp_path: Path) -> None:
+        lab: Lab, seeded: tuple[Cluster, RunResult], backups: Path) -> None:
     cluster, _ = seeded
     with admin_client(cluster) as root:
         keys = root.count_range(b"\0", b"\0")
-    inv = pyinfra_inventory(lab.require_state(), kubernetes=True,
-                            tenants={t: {} for t in TENANTS}, etcd_backup_dir=str(tmp_path))
-    run_deploy(inv, datastore_backup)
-    [manifest] = (tmp_path / cluster.name / "datastore").glob("*.json")
+    deploy(lab, TENANTS, datastore_backup, etcd_backup_dir=str(backups))
+    [manifest] = (backups / cluster.name / "datastore").glob("*.json")
     m = json.loads(manifest.read_text())
     snapshot = manifest.with_suffix(".db")
-    assert m["member"] == "d1" and m["total_keys"] == keys >= len(TENANTS)
+    assert m["member"] == "d1" and m["etcd"] == "datastore"
+    assert m["total_keys"] == keys >= len(TENANTS)
     assert m["size"] == snapshot.stat().st_size
     assert m["sha256"] == hashlib.sha256(snapshot.read_bytes()).hexdigest()
     # The seed's own backups are elsewhere: nothing in <backup_dir>/<seed>/ itself.
-    assert not list((tmp_path / cluster.name).glob("*.db"))
+    assert not list((backups / cluster.name).glob("*.db"))
 
 
 def test_removing_a_tenant_leaves_nothing_of_it_and_a_rerun_changes_nothing(
@@ -203,3 +216,36 @@ def test_removing_a_tenant_leaves_nothing_of_it_and_a_rerun_changes_nothing(
     _, rerun = deploy(lab, ("acme", "acme2"))
     assert rerun.changed == {}, rerun.changed
     print(f"removal run {took:.1f} s, rerun {rerun.seconds:.1f} s")
+
+
+def test_a_restore_brings_the_snapshot_back_and_the_data_decides_the_tenants(
+        lab: Lab, seeded: tuple[Cluster, RunResult], backups: Path) -> None:
+    """After the removal above: the snapshot (taken with globex) comes back whole, then the
+    restore's own convergence removes globex again, since the data no longer has it."""
+    cluster, _ = seeded
+    with admin_client(cluster) as root:
+        assert root.get("/acme/kept") == b"still here"  # written after the snapshot
+    # A quorum is healthy: refused without etcd_restore_force, before anything is touched.
+    with pytest.raises(DeployError, match="failed on"):
+        deploy(lab, ("acme", "acme2"), datastore_restore, etcd_backup_dir=str(backups))
+    with admin_client(cluster) as root:
+        assert root.get("/acme/kept") == b"still here"
+    _, restored = deploy(lab, ("acme", "acme2"), datastore_restore,
+                         etcd_backup_dir=str(backups), etcd_restore_force=True)
+    assert TOP_OP in " ".join(restored.changed.get("d1", []))
+    with admin_client(cluster) as root:
+        assert root.get("/acme/kept") is None  # newer than the snapshot
+        assert root.get("/acme/seeded-by-root") == b"acme"
+        assert root.get("/acme2/seeded-by-root") == b"acme2"
+        assert root.count_range(b"/globex/", b"/globex0") == 0
+        users, roles = root.users(), root.roles()
+        assert sorted(users) == ["root", "tenant-acme", "tenant-acme2"]
+        assert "tenant-globex" not in roles
+    acme = tenant(cluster, "acme")
+    try:
+        assert acme.get("/acme/seeded-by-root")[0] == b"acme"
+        assert "permission denied" in denied(lambda: acme.get("/acme2/seeded-by-root")).lower()
+    finally:
+        acme.close()
+    _, rerun = deploy(lab, ("acme", "acme2"))
+    assert rerun.changed == {}, rerun.changed

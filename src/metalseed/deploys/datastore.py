@@ -27,6 +27,8 @@ from metalseed.deploys.etcd.backup import DEFAULTS as BACKUP_DEFAULTS
 from metalseed.deploys.etcd.backup import backup
 from metalseed.deploys.etcd.common import tls_files
 from metalseed.deploys.etcd.deploy import converge_etcd
+from metalseed.deploys.etcd.restore import DEFAULTS as RESTORE_DEFAULTS
+from metalseed.deploys.etcd.restore import restore
 from metalseed.deploys.gates import shared
 from metalseed.etcdclient import READWRITE, AuthClient, Permission
 from metalseed.model import DATASTORE_ROOT_USER, Cluster, cluster_from_inventory, playbook_inputs
@@ -114,8 +116,9 @@ def _describe(p: Permission) -> str:
     return f"{kind} [{p.key.decode(errors='replace')}, {p.range_end.decode(errors='replace')})"
 
 
-def admin_client(cluster: Cluster, timeout: float = 5.0) -> AuthClient:
-    """The datastore's root client (``datastore/root`` over mutual TLS)."""
+def admin_client(cluster: Cluster, timeout: float = 15.0) -> AuthClient:
+    """The datastore's root client (``datastore/root`` over mutual TLS). 15 s per call: a TLS
+    handshake alone was seen to take over 5 s at a load average of 13 on two cores."""
     view = cluster.datastore_view()
     return AuthClient(_urls(cluster), tls_files(view), timeout=timeout)
 
@@ -209,3 +212,17 @@ def datastore_backup() -> None:
     if cluster.datastore is None or not cluster.is_datastore_host(current_host.name):
         return
     backup(cluster.datastore_view(), inputs)
+
+
+@deploy("Tenant datastore restore", data_defaults=RESTORE_DEFAULTS)
+def datastore_restore() -> None:
+    """Rebuild every datastore member from one snapshot (the newest in
+    ``<etcd_backup_dir>/<seed>/datastore/`` by default; refused while a quorum is healthy unless
+    ``etcd_restore_force``), then make the restored users and roles match the tenants of the data
+    again: the snapshot holds the auth state as it was when it was taken."""
+    cluster = cluster_from_inventory(current_host.inventory)
+    inputs = playbook_inputs(cluster, current_host.data, RESTORE_DEFAULTS)
+    if cluster.datastore is None or not cluster.is_datastore_host(current_host.name):
+        return
+    restore(cluster.datastore_view(), cluster, inputs)
+    tenant_access(name=TENANT_ACCESS_OP, cluster=cluster, _run_once=True)

@@ -104,6 +104,7 @@ def _take_backup(state: State, host: Host, cluster: Cluster, retention: int) -> 
         target.run_shell_command(StringCommand(f"rm -f {shlex.quote(remote)}"))
     manifest = {
         "cluster": cluster.name,
+        "etcd": cluster.etcd.store_dir,  # the seed's etcd, or its tenant datastore
         "member": member.name,
         "created": stamp,
         "revision": status["revision"],

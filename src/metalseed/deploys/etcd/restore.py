@@ -51,6 +51,11 @@ def _restore_precheck(cluster: Cluster, snapshot: Path, force: bool) -> None:
         if manifest.get("cluster") != cluster.name:
             raise DeployError(f"snapshot {snapshot} is of cluster {manifest.get('cluster')!r}, "
                               f"not {cluster.name!r}")
+        # Manifests from before the datastore existed have no "etcd": they are the seed's.
+        if manifest.get("etcd", "etcd") != cluster.etcd.store_dir:
+            raise DeployError(f"snapshot {snapshot} is of {cluster.name}'s "
+                              f"{manifest.get('etcd', 'etcd')!r}, not of its "
+                              f"{cluster.etcd.store_dir!r}")
         if sha256_file(snapshot) != manifest.get("sha256"):
             raise DeployError(f"snapshot {snapshot} does not match the sha256 in {manifest_path}")
     if force:
@@ -76,10 +81,16 @@ def etcd_restore() -> None:
     """Rebuild every member from one snapshot (the newest in backups/<cluster>/ by default) as
     a new cluster of all masters, then start them together and wait until all are healthy."""
     cluster = cluster_from_inventory(current_host.inventory)
+    restore(cluster, cluster, playbook_inputs(cluster, current_host.data, DEFAULTS))
+
+
+def restore(cluster: Cluster, model: Cluster, inputs: dict[str, Any]) -> None:
+    """The restore of ``cluster``'s etcd: the seed's, or the tenant datastore's
+    (:meth:`~metalseed.model.Cluster.datastore_view`); ``model`` is the whole cluster, whose PKI
+    store is converged first."""
     member = this_master(cluster)
     if member is None:
         return
-    inputs = playbook_inputs(cluster, current_host.data, DEFAULTS)
     snapshot, force = inputs["etcd_snapshot"], inputs["etcd_restore_force"]
     if snapshot is None:
         snaps = list_snapshots(cluster)
@@ -89,11 +100,12 @@ def etcd_restore() -> None:
         snapshot = snaps[-1].path
     snap = Path(snapshot)
     inv: Any = current_host.inventory
-    ensure_store(cluster, inv)
+    ensure_store(model, inv)
     token = getattr(inv, "_metalseed_restore_token", None) or restore_token(cluster, snap)
     inv._metalseed_restore_token = token
 
-    gate(name="etcd restore: snapshot verified, quorum lost", description="restore",
+    gate(name=f"{cluster.etcd.store_dir} restore: snapshot verified, quorum lost",
+         description="restore",
          check=lambda: shared(current_host.state, "restore-precheck",
                               lambda: _restore_precheck(cluster, snap, force)))
     st = master_states(cluster, inv).get(member.name) or {}
@@ -110,7 +122,7 @@ def etcd_restore() -> None:
         "systemctl daemon-reload", f"systemctl enable {r.UNIT_NAME}",
         f"systemctl start --no-block {r.UNIT_NAME}"])
     files.file(name="Remove the uploaded snapshot", path=remote, present=False)
-    gate(name="etcd: every member healthy over mutual TLS", description="health",
-         check=lambda: wait_cluster_healthy(cluster), _run_once=True)
+    gate(name=f"{cluster.etcd.store_dir}: every member healthy over mutual TLS",
+         description="health", check=lambda: wait_cluster_healthy(cluster), _run_once=True)
 
 
