@@ -4,7 +4,8 @@ network), taken from bare machines by deploys/cluster.py and then deploys/seed.p
 runs them. Each tenant's API answers through the edge (the VIP, by SNI) with its own admin.conf
 and the mirror's kubectl; acme's credentials are refused by globex's API; a name the edge does
 not route still reaches the seed's own API; what one tenant writes the other does not see; a
-rerun changes nothing; an invalid tenant spec is refused before anything is applied.
+rerun changes nothing; an invalid tenant spec is refused before anything is applied; a tenant
+removed from the data loses its namespace and its route, its PKI archived, the other unaffected.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from metalseed.lab.inventory import pyinfra_inventory
 from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.probe import pyinfra_totals
 from tests.lab.kube import NEEDED, TIMINGS, RunPyinfra, mirror_components
-from tests.lab.labs import TEST_LAB, booted_lab, pyinfra_runner
+from tests.lab.labs import REPO, TEST_LAB, booted_lab, pyinfra_runner
 
 pytestmark = [pytest.mark.lab, pytest.mark.kube]
 
@@ -36,13 +38,19 @@ DATA = ("--data", "kubernetes=True", "--data", f"tenants={json.dumps(TENANTS)}")
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
+    # The archive of removed tenants' PKI lives beside the lab's store: as new as the lab, too.
+    archive = REPO / "pki" / f"{SEED_LAB}.archive"
+    shutil.rmtree(archive, ignore_errors=True)
     with booted_lab(SEED_LAB, masters=1, workers=1, datastore=1) as the_lab:
         state = the_lab.require_state()
         mirror = Path(state.mirror_root) if state.mirror_root else None
         missing = sorted(set(NEEDED) - (mirror_components(mirror) if mirror else set()))
         if missing:
             pytest.skip(f"the mirror lacks {', '.join(missing)} (run `metalseed mirror build`)")
-        yield the_lab
+        try:
+            yield the_lab
+        finally:
+            shutil.rmtree(archive, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +165,26 @@ def test_an_invalid_tenant_spec_is_refused_and_nothing_is_applied(seed: Cluster,
     ns = kubectl(c, seed_conf, "get", "namespace", "tenant-initech", check=False)
     assert ns.returncode != 0 and "NotFound" in ns.stderr, ns.stderr
     assert not (c.pki_dir / "tenants" / "initech").exists()
+
+
+def test_removing_a_tenant_deletes_its_control_plane_and_route_and_archives_its_pki(
+        seed: Cluster, run: RunPyinfra) -> None:
+    c = seed
+    kept = {"acme": TENANTS["acme"]}
+    globex_conf = admin_conf(c, "globex").read_bytes()
+    start = time.monotonic()
+    run("deploys/seed.py", "--data", "kubernetes=True", "--data", f"tenants={json.dumps(kept)}",
+        timeout=600)
+    TIMINGS["seed: seed.py, globex removed"] = time.monotonic() - start
+    seed_conf = c.pki_dir / "kubeconfig" / "admin.conf"
+    ns = kubectl(c, seed_conf, "get", "namespace", "tenant-globex", check=False)
+    assert ns.returncode != 0 and "NotFound" in ns.stderr, ns.stdout + ns.stderr
+    assert not (c.pki_dir / "tenants" / "globex").exists()
+    archived = list((c.pki_dir.with_name(c.pki_dir.name + ".archive") / "tenants").glob("globex-*"))
+    assert len(archived) == 1 and (archived[0] / "admin.conf").read_bytes() == globex_conf
+    # Its endpoint name is no route any more: nginx sends it to the seed's API servers, whose
+    # certificate globex's CA never signed.
+    gone = kubectl(c, archived[0] / "admin.conf", "get", "--raw", "/readyz", check=False)
+    assert gone.returncode != 0 and "certificate" in gone.stderr, gone.stdout + gone.stderr
+    assert kubectl(c, admin_conf(c, "acme"), "get", "--raw", "/readyz").stdout.strip() == "ok"
+    assert kubectl(c, admin_conf(c, "acme"), "get", "configmap", "only-acme").returncode == 0

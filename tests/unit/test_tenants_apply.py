@@ -89,3 +89,28 @@ def test_images_are_the_mirrors_of_the_tenants_version(tmp_path: Path) -> None:
     assert all(ref.endswith(f":{c.kubernetes.version}") for ref in images.values())
     with pytest.raises(ArtifactError, match=r"no kube-apiserver image of v1\.0\.0 \(it holds: "):
         ta.images(c, "v1.0.0")
+
+
+def test_only_namespaces_of_tenants_gone_from_the_data_are_removed(tmp_path: Path) -> None:
+    c = seed(tmp_path)
+
+    def ns(name: str, tenant: str | None) -> dict[str, Any]:
+        labels = {"metalseed.io/tenant": tenant} if tenant else {}
+        return {"metadata": {"name": name, "labels": labels}}
+
+    live = [ns("tenant-acme", "acme"), ns("tenant-initech", "initech"), ns("kube-system", None),
+            # Labelled by someone else, or not in metalseed's form: never metalseed's to delete.
+            ns("initech-apps", "initech"), ns("tenant-hooli", None)]
+    assert ta.removed(c, live) == ["tenant-initech"]
+
+
+def test_a_removed_tenants_pki_is_archived_outside_the_live_store(tmp_path: Path) -> None:
+    c = seed(tmp_path)
+    init_pki(c, now=NOW)
+    key = (c.pki_dir / "tenants" / "globex" / "apiserver.key").read_bytes()
+    moved = ta.archive_pki(c, "globex", "20261201T150000Z")
+    assert moved == tmp_path / "pki" / "seed1.archive" / "tenants" / "globex-20261201T150000Z"
+    assert (moved / "apiserver.key").read_bytes() == key
+    assert not (c.pki_dir / "tenants" / "globex").exists()
+    assert (c.pki_dir / "tenants" / "acme" / "apiserver.key").exists()
+    assert ta.archive_pki(c, "globex", "later") is None

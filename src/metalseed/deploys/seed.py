@@ -9,9 +9,12 @@ True``, the ``tenants`` data, the tenant datastore):
    endpoint name by SNI (nothing changes when cluster.py already shipped it);
 4. the datastore's users and roles matching the tenants (:mod:`metalseed.deploys.datastore`: a
    removed tenant's role revoked, its keys deleted, its role and user gone);
-5. each tenant's Namespace, PKI Secret, control plane Deployment, Service and PDB, server-side
+5. the namespace of each tenant no longer in the data deleted (its pods, Secret, Service with it;
+   its SNI route is gone from the edge with it from the data), its PKI directory then moved out of
+   the live store to ``pki/<seed>.archive/tenants/<name>-<UTC time>/``;
+6. each tenant's Namespace, PKI Secret, control plane Deployment, Service and PDB, server-side
    applied on the seed where a dry run says anything would change;
-6. a wait on real conditions: each Deployment rolled out and each tenant's API answering
+7. a wait on real conditions: each Deployment rolled out and each tenant's API answering
    ``/readyz`` through the edge with its own admin.conf.
 """
 
@@ -47,5 +50,6 @@ def seed() -> None:
     # from the data this revokes its role first, so nothing writes under its prefix again.
     if cluster.datastore is not None:
         tenant_access(name=TENANT_ACCESS_OP, cluster=cluster, _run_once=True)
+    ta.delete_removed(name=ta.DELETE_OP, cluster=cluster, _run_once=True)
     ta.apply_tenants(name=ta.APPLY_OP, cluster=cluster, _run_once=True)
     ta.wait_tenants(name=ta.WAIT_OP, cluster=cluster, _run_once=True)

@@ -19,7 +19,7 @@ from metalseed.errors import ArtifactError, DeployError, HealthCheckError, Kuber
 from metalseed.kube import apply as ka
 from metalseed.kube import client as kc
 from metalseed.kube import openapi
-from metalseed.kube.tenant import PKI_FILES, ControlPlaneInputs, control_plane
+from metalseed.kube.tenant import PKI_FILES, TENANT_LABEL, ControlPlaneInputs, control_plane
 from metalseed.model import Cluster
 from metalseed.pki.issue import store_for
 from metalseed.pki.profiles import tenant_dir
@@ -27,6 +27,11 @@ from metalseed.tenants import datastore as ds
 from metalseed.tenants.spec import TenantSpec
 
 APPLY_OP = "seed: tenant control planes (server-side apply)"
+DELETE_OP = "seed: control planes of tenants no longer in the data (namespace deleted, PKI archived)"
+DELETE_TIMEOUT = 180.0
+ARCHIVE_SUFFIX = ".archive"
+"""A removed tenant's PKI goes to ``pki/<seed>.archive/tenants/<name>-<UTC time>/``: out of the live
+store (nothing ships or renews it), kept for whatever it signed."""
 WAIT_OP = "seed: every tenant's API answers /readyz through the edge"
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 READY_TIMEOUT = 300.0
@@ -187,6 +192,81 @@ def _apply(cluster: Cluster) -> None:
     objs = objects(cluster)
     openapi.validate(objs, openapi.load(cluster.mirror_dir))
     ka.apply(cluster, objs)
+
+
+def removed(cluster: Cluster, namespaces: list[dict[str, Any]]) -> list[str]:
+    """Namespaces metalseed made for a tenant (its label, the ``tenant-<name>`` form) whose
+    tenant is no longer in the data."""
+    from metalseed.tenants.spec import NAMESPACE_PREFIX
+
+    keep = {t.name for t in cluster.tenants}
+    out = []
+    for ns in namespaces:
+        meta = ns.get("metadata") or {}
+        name, label = meta.get("name", ""), (meta.get("labels") or {}).get(TENANT_LABEL)
+        if label and name == f"{NAMESPACE_PREFIX}{label}" and label not in keep:
+            out.append(name)
+    return sorted(out)
+
+
+def _namespaces(cluster: Cluster) -> list[dict[str, Any]]:
+    dyn = kc.dynamic(kc.api_client(cluster))
+    return ka._list(dyn, "v1", "Namespace", label_selector=TENANT_LABEL)
+
+
+def archive_pki(cluster: Cluster, tenant: str, now: str) -> Path | None:
+    """Move the removed ``tenant``'s directory out of the live store; None if there is none."""
+    import shutil
+
+    store = store_for(cluster)
+    src = store.root / tenant_dir(tenant)
+    if not src.is_dir():
+        return None
+    dst = store.root.with_name(store.root.name + ARCHIVE_SUFFIX) / tenant_dir(tenant)
+    dst = dst.with_name(f"{dst.name}-{now}")
+    dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.move(str(src), str(dst))
+    return dst
+
+
+def _delete(cluster: Cluster, names: list[str]) -> None:
+    import datetime as dt
+
+    dyn = kc.dynamic(kc.api_client(cluster))
+    res = ka._resource(dyn, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "-"}})
+    def delete(name: str) -> Any:
+        return res.delete(name=name, _request_timeout=kc.REQUEST_TIMEOUT)
+
+    for name in names:
+        kc.translated(f"deleting Namespace {name}", lambda: delete(name))  # noqa: B023 (called at once)
+
+    def check() -> str | None:
+        left = [n for n in removed(cluster, _namespaces(cluster)) if n in names]
+        return f"still there: {', '.join(left)}" if left else None
+
+    kc.wait_for(f"Namespaces {', '.join(names)}", "gone (every object in them deleted)", check,
+                DELETE_TIMEOUT)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    from metalseed.tenants.spec import NAMESPACE_PREFIX
+
+    for name in names:
+        archive_pki(cluster, name.removeprefix(NAMESPACE_PREFIX), stamp)
+
+
+@operation()
+def delete_removed(cluster: Cluster) -> Generator[Any, None, None]:
+    """Delete the namespace of every tenant no longer in the data, then archive its PKI (call
+    with ``_run_once=True``); decided when the run is prepared."""
+    cache: dict[str, list[str]] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
+    if DELETE_OP not in cache:
+        try:
+            cache[DELETE_OP] = removed(cluster, _namespaces(cluster))
+        except KubernetesError:
+            cache[DELETE_OP] = []  # the API does not answer (yet): nothing is known to remove
+    if not host.state.is_executing and cache[DELETE_OP]:
+        host.log(f"would delete: {', '.join(cache[DELETE_OP])}")
+    if cache[DELETE_OP]:
+        yield FunctionCommand(_delete, (cluster, cache[DELETE_OP]), {})
 
 
 @operation()
