@@ -576,6 +576,7 @@ PLAYBOOK_INPUTS: dict[str, Callable[[object], Any]] = {
     "etcd_snapshot": _optional(_path),
     "etcd_restore_force": _bool,
     "etcd_replace": _optional(_str("a master's node name")),
+    "datastore_replace": _optional(_str("a datastore member's name")),
 }
 
 REQUIRED = ("cluster_name", "vip", "node_network")
@@ -895,6 +896,11 @@ def playbook_inputs(cluster: Cluster, data: Any, defaults: Mapping[str, Any]) ->
             "rotate_ca" if out["rotate_ca"] is None else "rotate_phase", None,
             "both rotate_ca and rotate_phase for a CA rotation (--data rotate_ca=etcd/ca "
             "--data rotate_phase=trust), or neither"))
+    members = [m.name for m in cluster.datastore.members] if cluster.datastore else []
+    if "datastore_replace" in out and out["datastore_replace"] not in members:
+        errors.append(ModelError("datastore_replace", out["datastore_replace"],
+                                 "the name of the datastore member to replace: one of "
+                                 f"{', '.join(members) or '(no datastore group)'}"))
     masters = [m.name for m in cluster.masters]
     if "etcd_replace" in out and out["etcd_replace"] not in masters:
         errors.append(ModelError("etcd_replace", out["etcd_replace"],

@@ -105,3 +105,22 @@ def test_the_datastore_ca_is_refused_by_the_ca_rotation() -> None:
     check_ca(c, ("etcd/ca",))
     with pytest.raises(ModelError, match="cannot be rotated yet"):
         check_ca(c, ("etcd/ca", "datastore/ca"))
+
+
+def test_datastore_replace_names_a_datastore_member() -> None:
+    import pytest
+
+    from metalseed.deploys.datastore import REPLACE_DEFAULTS
+    from metalseed.errors import ModelError
+    from metalseed.model import _HostInput, build_cluster, playbook_inputs
+
+    base = {"cluster_name": "seed", "node_network": "10.20.0.0/24", "vip": "10.20.0.10"}
+    c = build_cluster([_HostInput("m1", ("masters",), {**base, "ssh_hostname": "10.20.0.11"})]
+                      + [_HostInput(f"d{i}", ("datastore",),
+                                    {**base, "ssh_hostname": f"10.20.0.{50 + i}"})
+                         for i in (1, 2, 3)])
+    assert playbook_inputs(c, {"datastore_replace": "d2"}, REPLACE_DEFAULTS) == {
+        "datastore_replace": "d2"}
+    for wrong in ({"datastore_replace": "m1"}, {}):
+        with pytest.raises(ModelError, match="d1, d2, d3"):
+            playbook_inputs(c, wrong, REPLACE_DEFAULTS)

@@ -27,6 +27,7 @@ from metalseed.deploys.etcd.backup import DEFAULTS as BACKUP_DEFAULTS
 from metalseed.deploys.etcd.backup import backup
 from metalseed.deploys.etcd.common import tls_files
 from metalseed.deploys.etcd.deploy import converge_etcd
+from metalseed.deploys.etcd.replace import replace_member
 from metalseed.deploys.etcd.restore import DEFAULTS as RESTORE_DEFAULTS
 from metalseed.deploys.etcd.restore import restore
 from metalseed.deploys.gates import shared
@@ -226,3 +227,20 @@ def datastore_restore() -> None:
         return
     restore(cluster.datastore_view(), cluster, inputs)
     tenant_access(name=TENANT_ACCESS_OP, cluster=cluster, _run_once=True)
+
+
+REPLACE_DEFAULTS = {"datastore_replace": None}
+"""The replacement playbook's input: the name of the datastore member to replace; required."""
+
+
+@deploy("Tenant datastore replace member", data_defaults=REPLACE_DEFAULTS)
+def datastore_replace_member() -> None:
+    """Bring datastore member ``datastore_replace`` up on the machine the inventory now gives it
+    (a fresh one, or the same one after it lost its data) without losing quorum: the old member
+    removed, the new one added as a learner, started, promoted once it caught up (the auth state
+    comes with the data)."""
+    cluster = cluster_from_inventory(current_host.inventory)
+    name = playbook_inputs(cluster, current_host.data, REPLACE_DEFAULTS)["datastore_replace"]
+    if cluster.datastore is None or not cluster.is_datastore_host(current_host.name):
+        return
+    replace_member(cluster.datastore_view(), cluster, name)

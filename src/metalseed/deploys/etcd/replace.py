@@ -152,11 +152,18 @@ def etcd_replace_member() -> None:
     without losing quorum: remove the old member, add the new one as a learner, start it, promote
     it."""
     cluster = cluster_from_inventory(current_host.inventory)
-    member_name = playbook_inputs(cluster, current_host.data, DEFAULTS)["etcd_replace"]
+    replace_member(cluster, cluster,
+                   playbook_inputs(cluster, current_host.data, DEFAULTS)["etcd_replace"])
+
+
+def replace_member(cluster: Cluster, model: Cluster, member_name: str) -> None:
+    """The replacement of member ``member_name`` of ``cluster``'s etcd: the seed's, or the
+    tenant datastore's (:meth:`~metalseed.model.Cluster.datastore_view`); ``model`` is the whole
+    cluster, whose PKI store is converged first."""
     member = this_master(cluster)
     if member is None or member.name != member_name:
         return
-    ensure_store(cluster, current_host.inventory)
+    ensure_store(model, current_host.inventory)
     plan = _membership_plan(cluster, member_name)
     st = host_state(cluster, current_host)
     run_commands(name="Install etcd", commands=install_commands(cluster, st))
@@ -172,10 +179,11 @@ def etcd_replace_member() -> None:
             f"install -d -m 700 -o {r.USER} -g {r.USER} {d}"])
     bootstrap = r.render_bootstrap(plan.initial_cluster, "existing", r.cluster_token(cluster))
     converge(name=FILES_OP, spec=host_spec(cluster, member, bootstrap))
-    python.call(name="etcd: remove the old member, add this one as a learner",
+    python.call(name=f"{cluster.etcd.store_dir}: remove the old member, add this one as a learner",
                 function=_swap_member, cluster=cluster, plan=plan)
     server.shell(name="Start etcd", commands=[
         "systemctl daemon-reload", f"systemctl enable {r.UNIT_NAME}",
         f"systemctl start --no-block {r.UNIT_NAME}"])
-    python.call(name="etcd: promote the learner once it caught up", function=_promote,
+    python.call(name=f"{cluster.etcd.store_dir}: promote the learner once it caught up",
+                function=_promote,
                 cluster=cluster, plan=plan)
