@@ -229,9 +229,6 @@ def check_steady(lab: Lab, c: Cluster, stage: str) -> None:
     exec_and_logs(c)
 
 
-@pytest.mark.xfail(reason="known failure, not met yet: in CI on 2026-12-01, 57 of 2,255 HTTPS requests "
-                   "through the edge got 502 while the CA rotation rolled Traefik's DaemonSet "
-                   "(Local NodePort). Open in issue 11", strict=False)
 def test_leaves_then_both_kubernetes_cas_rotate_under_a_client_through_the_vip(
         kube_lab: Lab, kube_cluster: Cluster, kube_run_pyinfra: RunPyinfra,
         kube_data: list[str], probe_pod: str, kube_app: KubeApp) -> None:
@@ -318,9 +315,6 @@ def test_leaves_then_both_kubernetes_cas_rotate_under_a_client_through_the_vip(
             assert expect in str(refused.value), str(refused.value)[:300]
 
 
-@pytest.mark.xfail(reason="known failure, not met yet: in CI on 2026-12-01 certs check showed no row "
-                   "for the kubelet kubeconfig's embedded certificate on some node. Open in issue 11",
-                   strict=False)
 def test_a_second_run_changes_nothing_and_certs_check_is_clean(
         kube_lab: Lab, kube_cluster: Cluster, kube_run_pyinfra: RunPyinfra,
         kube_data: list[str]) -> None:

@@ -45,6 +45,15 @@ WEB_PORT = 8000
 PING_PORT = 8080
 """Traefik's own entry point for ``/ping`` (probes); never published."""
 RUN_AS = 65532
+READY_PERIOD = 2
+READY_FAILURES = 2
+"""A terminating pod leaves its endpoints within READY_PERIOD x READY_FAILURES seconds; one
+slow probe on a loaded node does not take a serving pod out."""
+ACCEPT_GRACE = READY_PERIOD * READY_FAILURES + 4
+"""Seconds a terminating Traefik still accepts requests: the readiness probe's failures plus
+the endpoint update reaching kube-proxy on the node."""
+DRAIN_GRACE = 10
+"""Seconds after that for requests in flight."""
 
 
 def trusted_ips(cluster: Cluster) -> list[str]:
@@ -70,6 +79,11 @@ def traefik_args(cluster: Cluster) -> list[str]:
         "--global.checkNewVersion=false",
         "--global.sendAnonymousUsage=false",
         "--log.level=INFO",
+        # On SIGTERM, keep serving for a while: /ping answers 503 at once, the readiness probe
+        # takes the pod out of its Service, and only then do the listeners close. Without it a
+        # rolling Traefik refused connections and the edge marked its worker failed.
+        f"--entryPoints.web.transport.lifeCycle.requestAcceptGraceTimeout={ACCEPT_GRACE}s",
+        f"--entryPoints.web.transport.lifeCycle.graceTimeOut={DRAIN_GRACE}s",
     ]
 
 
@@ -127,7 +141,7 @@ def namespace() -> Obj:
 
 
 def daemonset(cluster: Cluster, image: str, ca_bundle: bytes) -> Obj:
-    probe = {"httpGet": {"path": "/ping", "port": "ping"}, "periodSeconds": 5,
+    probe = {"httpGet": {"path": "/ping", "port": "ping"}, "periodSeconds": READY_PERIOD,
              "timeoutSeconds": 2}
     container = {
         "name": NAME,
@@ -140,8 +154,9 @@ def daemonset(cluster: Cluster, image: str, ca_bundle: bytes) -> Obj:
             {"name": "web", "containerPort": WEB_PORT, "protocol": "TCP"},
             {"name": "ping", "containerPort": PING_PORT, "protocol": "TCP"},
         ],
-        "readinessProbe": {**probe, "failureThreshold": 1},
-        "livenessProbe": {**probe, "failureThreshold": 6, "initialDelaySeconds": 10},
+        "readinessProbe": {**probe, "failureThreshold": READY_FAILURES},
+        "livenessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 6,
+                          "initialDelaySeconds": 10},
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
                       "limits": {"memory": "512Mi"}},
         "securityContext": {
@@ -159,8 +174,12 @@ def daemonset(cluster: Cluster, image: str, ca_bundle: bytes) -> Obj:
         "metadata": _meta(NAME),
         "spec": {
             "selector": {"matchLabels": dict(LABELS)},
-            # One worker at a time: the edge sends to the other worker meanwhile.
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            # The new pod starts beside the old one and is Ready before the old one is told to
+            # stop: a worker always has a local Traefik (externalTrafficPolicy Local drops
+            # connections to a worker without one). One worker at a time. No hostPort, so two
+            # pods fit on one node.
+            "updateStrategy": {"type": "RollingUpdate",
+                               "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 # Traefik watches the API with the pod's ca.crt, read once at start: a new
                 # cluster CA bundle rolls it (see metalseed.kube.objects.trust_annotations).
@@ -168,7 +187,7 @@ def daemonset(cluster: Cluster, image: str, ca_bundle: bytes) -> Obj:
                 "spec": {
                     "serviceAccountName": NAME,
                     "nodeSelector": {"kubernetes.io/os": "linux", WORKER_ROLE: ""},
-                    "terminationGracePeriodSeconds": 30,
+                    "terminationGracePeriodSeconds": ACCEPT_GRACE + DRAIN_GRACE + 5,
                     "containers": [container],
                 },
             },
