@@ -31,10 +31,14 @@ if TYPE_CHECKING:
 
 PREFIX = "seq-"
 # (connect, read) in seconds. A connection the crashed VIP holder took with it is noticed by the
-# client's TCP keepalive (metalseed.kube.client.KEEPALIVE) within about a second, not by these:
-# they only bound an API server that is alive but slow (a loaded host).
-WRITE_TIMEOUT = (1.0, 5.0)
-LIST_TIMEOUT = (1.0, 5.0)
+# client's TCP keepalive (metalseed.kube.client.KEEPALIVE) within about a second, not by these.
+# The read timeout is short because of etcd: a write that a follower had forwarded to a leader
+# that then crashed is lost inside etcd, and the API server answers it only after etcd's request
+# timeout (5 s + 2 x election timeout; etcd-io/etcd#5214), while a new write succeeds as soon as
+# a new leader is elected. A careful client gives up on such a request and sends it again; the
+# retry of a create that did land is answered 409 and counted as acknowledged (see _write).
+WRITE_TIMEOUT = (1.0, 1.0)
+LIST_TIMEOUT = (1.0, 1.0)
 # How long a client retries one operation before it counts as failed.
 OP_BUDGET = 10.0
 # A watch reads a stream; a dead one is noticed by keepalive too. With a write every few ten
