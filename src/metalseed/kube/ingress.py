@@ -26,6 +26,8 @@ around the edge's TLS settings; ``ingress_https_nodeport`` stays reserved in the
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from metalseed.kube.objects import trust_annotations
@@ -54,6 +56,13 @@ ACCEPT_GRACE = READY_PERIOD * READY_FAILURES + 4
 the endpoint update reaching kube-proxy on the node."""
 DRAIN_GRACE = 10
 """Seconds after that for requests in flight."""
+DIAL_TIMEOUT = 1
+RETRY_ATTEMPTS = 3
+RETRY = "metalseed-retry"
+DYNAMIC_DIR = "/etc/traefik/dynamic"
+DYNAMIC_FILE = "retry.yaml"
+DYNAMIC = "traefik-dynamic"
+DYNAMIC_ANNOTATION = "metalseed.io/traefik-dynamic-sha256"
 
 
 def trusted_ips(cluster: Cluster) -> list[str]:
@@ -84,6 +93,13 @@ def traefik_args(cluster: Cluster) -> list[str]:
         # rolling Traefik refused connections and the edge marked its worker failed.
         f"--entryPoints.web.transport.lifeCycle.requestAcceptGraceTimeout={ACCEPT_GRACE}s",
         f"--entryPoints.web.transport.lifeCycle.graceTimeOut={DRAIN_GRACE}s",
+        # A pod on a crashed worker stays in its EndpointSlice until the node controller gives
+        # the node up (tens of seconds): a connect to it fails after DIAL_TIMEOUT and the retry
+        # middleware sends the request to the next pod, instead of a request that hangs.
+        f"--serversTransport.forwardingTimeouts.dialTimeout={DIAL_TIMEOUT}s",
+        f"--providers.file.filename={DYNAMIC_DIR}/{DYNAMIC_FILE}",
+        "--providers.file.watch=false",
+        f"--entryPoints.web.http.middlewares={RETRY}@file",
     ]
 
 
@@ -157,6 +173,7 @@ def daemonset(cluster: Cluster, image: str, ca_bundle: bytes) -> Obj:
         "readinessProbe": {**probe, "failureThreshold": READY_FAILURES},
         "livenessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 6,
                           "initialDelaySeconds": 10},
+        "volumeMounts": [{"name": "dynamic", "mountPath": DYNAMIC_DIR, "readOnly": True}],
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
                       "limits": {"memory": "512Mi"}},
         "securityContext": {
@@ -183,16 +200,35 @@ def daemonset(cluster: Cluster, image: str, ca_bundle: bytes) -> Obj:
             "template": {
                 # Traefik watches the API with the pod's ca.crt, read once at start: a new
                 # cluster CA bundle rolls it (see metalseed.kube.objects.trust_annotations).
-                "metadata": {"labels": dict(LABELS), "annotations": trust_annotations(ca_bundle)},
+                # The file provider reads its directory once (watch=false): a new configuration
+                # rolls the pods through this digest.
+                "metadata": {"labels": dict(LABELS), "annotations": {
+                    **trust_annotations(ca_bundle),
+                    DYNAMIC_ANNOTATION: hashlib.sha256(json.dumps(
+                        dynamic_config(), sort_keys=True).encode()).hexdigest()[:16]}},
                 "spec": {
                     "serviceAccountName": NAME,
                     "nodeSelector": {"kubernetes.io/os": "linux", WORKER_ROLE: ""},
                     "terminationGracePeriodSeconds": ACCEPT_GRACE + DRAIN_GRACE + 5,
                     "containers": [container],
+                    "volumes": [{"name": "dynamic", "configMap": {"name": DYNAMIC}}],
                 },
             },
         },
     }
+
+
+def dynamic_config() -> dict[str, Any]:
+    """Traefik's file-provider configuration: the retry middleware every route on ``web`` passes
+    (it retries only when the backend could not be reached, before anything was answered)."""
+    return {"http": {"middlewares": {RETRY: {"retry": {"attempts": RETRY_ATTEMPTS}}}}}
+
+
+def dynamic_config_map() -> Obj:
+    # JSON is YAML. One file, not the directory: a ConfigMap volume also holds each file under a
+    # timestamped directory, which the provider would read twice.
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(DYNAMIC),
+            "data": {DYNAMIC_FILE: json.dumps(dynamic_config(), sort_keys=True)}}
 
 
 def service(cluster: Cluster) -> Obj:
@@ -212,5 +248,5 @@ def service(cluster: Cluster) -> Obj:
 
 def ingress_objects(cluster: Cluster, image: str, ca_bundle: bytes) -> list[Obj]:
     """In apply order: the namespace first, the DaemonSet after what it runs as."""
-    return [namespace(), *rbac(), ingress_class(), daemonset(cluster, image, ca_bundle),
-            service(cluster)]
+    return [namespace(), *rbac(), ingress_class(), dynamic_config_map(),
+            daemonset(cluster, image, ca_bundle), service(cluster)]
