@@ -29,14 +29,47 @@ import pytest
 from metalseed.lab import Lab
 from metalseed.lab.inventory import pyinfra_inventory
 from metalseed.lab.state import load as load_state
+from metalseed.mirror import load_pins
 from metalseed.model import Cluster, cluster_from_inventory
 from tests.lab.app import APP
 from tests.lab.labs import REPO, TEST_LAB, booted_lab, pyinfra_runner
 
 RunPyinfra = Callable[..., subprocess.CompletedProcess[str]]
-NEEDED = ("kubernetes", "flannel", "flannel-cni-plugin", "coredns", "agnhost", "etcd")
+NEEDED = ("kubernetes", "kubernetes-previous", "flannel", "flannel-cni-plugin", "coredns",
+          "agnhost", "etcd")
 KUBE_DATA = ("--data", "kubernetes=True")
 TIMINGS: dict[str, float] = {}
+CURRENT = load_pins().get("kubernetes").version
+PREVIOUS = load_pins().get("kubernetes-previous").version
+UPGRADE: dict[str, Any] = {}
+"""What the upgrade in :func:`kube_cluster` saw (tests/lab/test_kubernetes_upgrade.py checks it)."""
+UPGRADE_NAMESPACE = "metalseed-upgrade"
+UPGRADE_WORKLOAD = """apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+        - name: agnhost
+          image: {image}
+          args: ["netexec", "--http-port=8080"]
+          readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  minAvailable: 1
+  selector: {{matchLabels: {{app: web}}}}
+"""
 
 
 def mirror_components(root: Path) -> set[str]:
@@ -130,10 +163,71 @@ def kube_cluster(kube_lab: Lab, kube_run_pyinfra: RunPyinfra, kube_data: list[st
         overrides[k] = True if v == "True" else v
     cluster = cluster_from_inventory(pyinfra_inventory(state, **overrides))
     start = time.monotonic()
-    kube_run_pyinfra("deploys/cluster.py", *kube_data, timeout=1800)
-    TIMINGS["bare machines -> Kubernetes (deploys/cluster.py)"] = time.monotonic() - start
+    kube_run_pyinfra("deploys/cluster.py", *kube_data, "--data", f"kubernetes_version={PREVIOUS}",
+                     timeout=1800)
+    TIMINGS[f"bare machines -> Kubernetes {PREVIOUS} (deploys/cluster.py)"] = (
+        time.monotonic() - start)
+    upgrade_under_load(cluster, kube_run_pyinfra, kube_data)
     print(f"\n{TIMINGS}")
     return cluster
+
+
+def kubelet_versions(c: Cluster) -> dict[str, str]:
+    items = json.loads(kubectl(c, "get", "nodes", "-o", "json").stdout)["items"]
+    return {n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"] for n in items}
+
+
+def upgrade_under_load(c: Cluster, run: RunPyinfra, kube_data: list[str]) -> None:
+    """deploys/kubernetes-upgrade.py from PREVIOUS to CURRENT while a client reads the API
+    through the VIP and a workload of 2 replicas with a PodDisruptionBudget runs; what it saw
+    goes to UPGRADE. The shared cluster is deployed at the previous release for this: every
+    Kubernetes test after it runs on an upgraded cluster, and the upgrade costs no lab of its own.
+    A failed upgrade run fails the fixture (no test can trust a half-upgraded cluster)."""
+    import threading
+
+    from kubernetes import client as k8s
+
+    from metalseed.kube.client import api_client
+    from metalseed.probe import pyinfra_totals
+
+    UPGRADE["before"] = kubelet_versions(c)
+    kubectl(c, "apply", "-f", "-", input=UPGRADE_WORKLOAD.format(ns=UPGRADE_NAMESPACE,
+                                                                 image=agnhost_image(c)))
+    kubectl(c, "-n", UPGRADE_NAMESPACE, "rollout", "status", "deployment/web",
+            "--timeout=180s", timeout=200)
+    api = api_client(c)
+    core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+    seen: dict[str, Any] = {"ok": 0, "failed": 0, "errors": [], "min_available": 2}
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                core.list_namespace(_request_timeout=5)
+                d = apps.read_namespaced_deployment("web", UPGRADE_NAMESPACE, _request_timeout=5)
+                seen["ok"] += 1
+                seen["min_available"] = min(seen["min_available"],
+                                            d.status.available_replicas or 0)
+            except Exception as e:
+                seen["failed"] += 1
+                seen["errors"].append(f"{type(e).__name__}: {str(e)[:160]}")
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    try:
+        start = time.monotonic()
+        proc = run("deploys/kubernetes-upgrade.py", *kube_data, "--data",
+                   f"kubernetes_version={CURRENT}", timeout=1500)
+        TIMINGS[f"upgrade {PREVIOUS} -> {CURRENT} (deploys/kubernetes-upgrade.py)"] = (
+            time.monotonic() - start)
+    finally:
+        stop.set()
+        thread.join(10)
+    UPGRADE.update(seen=seen, totals=pyinfra_totals(proc.stdout + proc.stderr))
+    print(f"\nupgrade {PREVIOUS} -> {CURRENT}: client through the VIP ok {seen['ok']}, failed "
+          f"{seen['failed']} {seen['errors'][:3]}; fewest available web replicas "
+          f"{seen['min_available']}")
 
 
 # ---------------------------------------------------------------------------------------------
