@@ -78,6 +78,10 @@ ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
 
 # nginx's timeouts; why each value: beside the line that uses it in files/edge/nginx.conf.j2.
 CONNECT_TIMEOUT = "1s"
+API_CONNECT_TIMEOUT = "300ms"
+"""The TCP handshake to an API server, which the master's kernel answers however loaded its
+processes are: a master that does not answer within this is down, and the next one is tried.
+Short, because the first connection after a master's crash pays it (before nginx marks it)."""
 FAIL_TIMEOUT = "10s"
 API_PROXY_TIMEOUT = "1h"
 
@@ -124,7 +128,7 @@ def _fmt_interval(seconds: float) -> str:
 
 
 def health_check_command() -> str:
-    return (f"/usr/bin/curl -fsS -o /dev/null --max-time 1 "
+    return (f"/usr/bin/curl -fsS -o /dev/null --max-time 2 "
             f"http://127.0.0.1:{HEALTH_PORT}{HEALTH_PATH}")
 
 
@@ -194,6 +198,7 @@ def nginx_conf(cluster: Cluster, bundle_path: str) -> str:
         masters=[f"{m.address}:{cluster.apiserver_port}" for m in cluster.masters],
         fail_timeout=FAIL_TIMEOUT,
         connect_timeout=CONNECT_TIMEOUT,
+        api_connect_timeout=API_CONNECT_TIMEOUT,
         api_proxy_timeout=API_PROXY_TIMEOUT,
         tls_protocols=TLS_PROTOCOLS,
         tls_ciphers=TLS_CIPHERS,
