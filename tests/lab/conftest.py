@@ -43,6 +43,23 @@ from tests.lab.labs import (  # noqa: F401  (re-exported: tests import them from
 )
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The shared Kubernetes lab's timings (deploy, upgrade) in the run's summary: CI keeps only
+    that, and the fixture's own prints are captured."""
+    from tests.lab.kube import TIMINGS, UPGRADE
+
+    if not TIMINGS:
+        return
+    terminalreporter.section("shared Kubernetes lab")
+    for what, seconds in TIMINGS.items():
+        terminalreporter.write_line(f"{seconds:7.1f} s  {what}")
+    seen = UPGRADE.get("seen")
+    if seen:
+        terminalreporter.write_line(
+            f"upgrade under a client through the VIP: {seen['ok']} ok, {seen['failed']} failed; "
+            f"fewest available replicas of the PDB workload: {seen['min_available']}")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``kube`` share one Kubernetes lab (tests/lab/kube.py): run them after every
     other test, so the session lab's tests do not run beside an idle Kubernetes cluster."""
