@@ -8,7 +8,8 @@ On a lab of its own (``kubeb``, 3 masters + 2 workers; ``bq-kubernetes`` with ``
     (nginx -> a worker's NodePort -> the ingress controller -> the pod). Each run boots the lab
     anew, with a new PKI store. Anchor: the lab's own boot (machines with SSH and systemd up).
 (b) a no-change rerun of ``deploys/cluster.py``: seconds and changes (must be 0). Anchor: (a).
-(c) API resume after a crash of the master holding the VIP, under the continuous client of the
+(c) API resume after a crash of the master holding the VIP and leading etcd (the worst case:
+    etcd leadership is moved there first), under the continuous client of the
     fault tests (metalseed.kubeprobe: numbered ConfigMap writes, lists, a watch; the longest gap
     of the three), restored (machine restarted, cluster whole again) after each crash. Anchor: the
     VRRP formula for the master that takes over, and acknowledged writes lost (must be 0).
@@ -149,6 +150,7 @@ def bare_to_app(lab: Lab, owned: bool) -> tuple[float, float, float]:
 def crash_holder(lab: Lab, c: Cluster) -> tuple[float, dict[str, float], int, str, float]:
     """(resume, gaps, acknowledged writes lost, new holder, seconds until whole again)."""
     victim = kubeprobe.wait_holder(lab, c, expected=r.expected_holder(c).name, timeout=60)
+    kubeprobe.lead_etcd(lab, c, victim)  # the worst case, as in the fault test
     try:
         with kubeprobe.ApiClient(c, CLIENT_NS, max_seconds=180) as client:
             client.wait_steady(20, timeout=60)

@@ -17,6 +17,7 @@ around a fault is how long that kind of request stopped.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from metalseed.errors import HealthCheckError, LabError
 from metalseed.model import Cluster, Node
+from metalseed.render.etcd import ETCDCTL_ENV_FILE
 
 if TYPE_CHECKING:
     from metalseed.lab import Lab
@@ -444,3 +446,36 @@ def wait_whole(lab: Lab, cluster: Cluster, timeout: float = 300,
             return time.monotonic() - start
         poll(2)
     raise HealthCheckError(f"the cluster was not whole again within {timeout:.0f}s (last: {seen})")
+
+
+# etcd leadership, for the worst case of a master crash (the master that holds the VIP also leads
+# etcd), through the etcdctl env file the etcd deploy writes on every member.
+ETCDCTL_ENV = f"set -a; . {ETCDCTL_ENV_FILE}; set +a;"
+ETCDCTL = f"{ETCDCTL_ENV} etcdctl"
+
+
+def etcd_leader(lab: Lab, on: str) -> tuple[str, dict[str, int]]:
+    """(the leader's client URL, member name -> member ID), as etcd reports it from ``on``."""
+    members = json.loads(lab.ssh(on, f"{ETCDCTL} member list -w json", check=True,
+                                 timeout=30).stdout)["members"]
+    ids = {m["name"]: int(m["ID"]) for m in members}
+    status = json.loads(lab.ssh(on, f"{ETCDCTL} endpoint status --cluster -w json", check=True,
+                                timeout=30).stdout)
+    leader = status[0]["Status"]["leader"]
+    urls = [s["Endpoint"] for s in status if s["Status"]["header"]["member_id"] == leader]
+    if leader not in ids.values() or not urls:
+        raise HealthCheckError(f"etcd leader {leader:x} is not a member answering: {ids}")
+    return urls[0], ids
+
+
+def lead_etcd(lab: Lab, c: Cluster, name: str) -> None:
+    """Make ``name`` the etcd leader (etcdctl move-leader, sent to the current leader)."""
+    on = next(m.name for m in c.masters if m.name != name)
+    url, ids = etcd_leader(lab, on)
+    if not url.startswith(f"https://{c.node(name).address}:"):
+        # Sent to the leader; etcdctl refuses --endpoints beside the env file's ETCDCTL_ENDPOINTS.
+        lab.ssh(on, f"{ETCDCTL_ENV} ETCDCTL_ENDPOINTS={url} etcdctl move-leader {ids[name]:x}",
+                check=True, timeout=30)
+    url, _ = etcd_leader(lab, on)
+    if not url.startswith(f"https://{c.node(name).address}:"):
+        raise HealthCheckError(f"etcd leader is {url}, not {name}")

@@ -21,7 +21,6 @@ every node Ready, the VIP on its expected holder): later modules share the clust
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -56,35 +55,6 @@ def holder(lab: Lab, c: Cluster) -> str:
     return kubeprobe.wait_holder(lab, c, expected=re.expected_holder(c).name, timeout=60)
 
 
-ETCDCTL_ENV = "set -a; . /etc/metalseed/etcd/etcdctl.env; set +a;"
-ETCDCTL = f"{ETCDCTL_ENV} etcdctl"
-
-
-def etcd_leader(lab: Lab, on: str) -> tuple[str, dict[str, int]]:
-    """(the leader's client URL, member name -> member ID), as etcd reports it from ``on``."""
-    members = json.loads(lab.ssh(on, f"{ETCDCTL} member list -w json", check=True,
-                                 timeout=30).stdout)["members"]
-    ids = {m["name"]: int(m["ID"]) for m in members}
-    status = json.loads(lab.ssh(on, f"{ETCDCTL} endpoint status --cluster -w json", check=True,
-                                timeout=30).stdout)
-    leader = status[0]["Status"]["leader"]
-    url = next(s["Endpoint"] for s in status if s["Status"]["header"]["member_id"] == leader)
-    assert leader in ids.values(), f"leader {leader:x} is not a member: {ids}"
-    return url, ids
-
-
-def lead_etcd(lab: Lab, c: Cluster, name: str) -> None:
-    """Make ``name`` the etcd leader (etcdctl move-leader, sent to the current leader)."""
-    on = next(m.name for m in c.masters if m.name != name)
-    url, ids = etcd_leader(lab, on)
-    if not url.startswith(f"https://{c.node(name).address}:"):
-        # Sent to the leader; etcdctl refuses --endpoints beside the env file's ETCDCTL_ENDPOINTS.
-        lab.ssh(on, f"{ETCDCTL_ENV} ETCDCTL_ENDPOINTS={url} etcdctl move-leader {ids[name]:x}",
-                check=True, timeout=30)
-    url, _ = etcd_leader(lab, on)
-    assert url.startswith(f"https://{c.node(name).address}:"), f"etcd leader is {url}, not {name}"
-
-
 def check_client(client: kubeprobe.ApiClient, since: float) -> None:
     """What every fault promises: no operation failed, no acknowledged write lost, the watch
     saw every acknowledged write."""
@@ -100,7 +70,7 @@ def test_crash_of_the_vip_holder_resumes_the_api_within_2_s(kube_lab: Lab, clust
                                                            ) -> None:
     c = cluster
     victim = holder(kube_lab, c)
-    lead_etcd(kube_lab, c, victim)
+    kubeprobe.lead_etcd(kube_lab, c, victim)
     try:
         with kubeprobe.ApiClient(c, NAMESPACE, max_seconds=180) as client:
             client.wait_steady(20, timeout=60)
