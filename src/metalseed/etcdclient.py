@@ -535,8 +535,9 @@ class EtcdClient:
                 return self._raw(ep, method, request)
             except EtcdError as e:
                 errors.append(str(e))
-                # A refusal by the cluster (not a connection problem) is final.
-                if "unreachable" not in str(e) and "no answer" not in str(e):
+                # A refusal by the cluster (not a connection problem) is final; a learner's
+                # is not the cluster's (it serves no member change), so the next member is asked.
+                if not any(w in str(e) for w in ("unreachable", "no answer", "learner")):
                     break
         raise EtcdError(f"{method.rsplit('/', 1)[-1]} failed:\n  " + "\n  ".join(errors))
 

@@ -3,6 +3,7 @@ deploys/datastore-replace-member.py on real etcd (m1 + d1-d3), python-etcd3 as e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,16 +17,19 @@ from metalseed.lab import Lab
 from metalseed.lab.inventory import pyinfra_inventory
 from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.render import etcd as r
-from tests.lab.labs import booted_lab
-from tests.lab.test_datastore import DATASTORE_LAB, denied, tenant
+from tests.lab.labs import TEST_LAB, booted_lab
+from tests.lab.test_datastore import denied, tenant
 
 pytestmark = pytest.mark.lab
+# Not test_datastore.py's lab name: pyinfra caches a known_hosts file per path for the life of the
+# process, and a lab booted again under that name has machines its cache has not seen.
+REPLACE_LAB = os.environ.get("METALSEED_TEST_DATASTORE_REPLACE_LAB") or f"{TEST_LAB}d3"
 TENANTS = {"acme": {}, "acme2": {}}
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with booted_lab(DATASTORE_LAB, masters=1, workers=0, datastore=3) as the_lab:
+    with booted_lab(REPLACE_LAB, masters=1, workers=0, datastore=3) as the_lab:
         yield the_lab
 
 
@@ -50,7 +54,12 @@ def test_a_member_that_lost_its_data_is_replaced_without_losing_quorum(lab: Lab)
     with pytest.raises(DeployError):
         run_deploy(inventory(lab, datastore_replace="d3"), datastore_replace_member)
 
-    result = run_deploy(inventory(lab, datastore_replace="d2"), datastore_replace_member)
+    try:
+        result = run_deploy(inventory(lab, datastore_replace="d2"), datastore_replace_member)
+    except DeployError as e:
+        logs = {n: lab.ssh(n, f"journalctl -u {r.UNIT_NAME} -n 25 --no-pager -o cat").stdout
+                for n in ("d1", "d2", "d3")}
+        raise AssertionError(f"{e}\n" + "\n".join(f"--- {n}:\n{t}" for n, t in logs.items())) from e
     assert "d2" in result.changed
     with admin_client(cluster) as root:
         health = root.wait_healthy(timeout=60)
