@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
     up.add_argument("--workers", type=int, default=planmod.DEFAULT_WORKERS)
     up.add_argument("--datastore", type=int, default=0, metavar="N",
                     help="N machines d1.. for a tenant datastore (the inventory's datastore group)")
+    up.add_argument("--seed", action="store_true",
+                    help="the machines a seed needs (inventory/lab-seed.py): the masters and"
+                         " workers plus at least one datastore machine")
     up.add_argument("--subnet", help="the lab /24 (default: derived from the name)")
     up.add_argument("--timeout", type=float, default=60, help="seconds to wait for SSH")
     up.set_defaults(func=_up)
@@ -60,9 +63,15 @@ def register(sub: Any) -> None:
 def _up(args: argparse.Namespace) -> int:
     lab = Lab(args.name)
     lab.up(args.masters, args.workers, subnet=args.subnet, timeout=args.timeout,
-           datastore=args.datastore)
+           datastore=seed_datastore(args.datastore) if args.seed else args.datastore)
     _print_status(lab)
     return 0
+
+
+def seed_datastore(requested: int) -> int:
+    """Datastore machines of ``lab up --seed``: a seed's tenant API servers need a datastore on
+    its network, one member unless more were asked for."""
+    return max(1, requested)
 
 
 def _print_status(lab: Lab) -> None:

@@ -111,6 +111,19 @@ def load_groups(name: str | None = None, base: Path | None = None) -> dict[str, 
     return groups(s)
 
 
+def require_datastore(groups: dict[str, Any]) -> dict[str, Any]:
+    """The groups of a lab that can be a seed (inventory/lab-seed.py): its tenants' API servers
+    need a datastore, so a lab booted without one is refused with how to boot one that has it."""
+    if "datastore" not in groups:
+        name = lab_name_from_env()
+        hint = f" --name {name}" if name != planmod.DEFAULT_NAME else ""
+        raise LabError(
+            f"lab {name!r} has no datastore machine, which a seed's tenants need: run"
+            f" `metalseed lab down{hint}` and `metalseed lab up{hint} --seed`"
+        )
+    return groups
+
+
 def pyinfra_inventory(s: LabState, masters: Sequence[str] | None = None,
                       workers: Sequence[str] | None = None, **extra: Any) -> Any:
     """A ``pyinfra.api.Inventory`` of the lab, for tests and benchmarks that drive pyinfra's API.
