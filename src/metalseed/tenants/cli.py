@@ -1,8 +1,10 @@
-"""``metalseed tenants``: placement of tenants across a fleet of seeds."""
+"""``metalseed tenants``: placement of tenants across a fleet of seeds, and their status on one."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import sys
 from typing import Any
 
 from metalseed.tenants.fleet import assign, load_fleet, write_placement
@@ -16,6 +18,15 @@ def register(sub: Any) -> None:
     place.add_argument("fleet", metavar="FLEET", help="the fleet file (TOML: seeds and tenants)")
     place.add_argument("--dry", action="store_true", help="print the assignment, write nothing")
     place.set_defaults(func=cmd_place)
+    st = tsub.add_parser("status", help="each tenant of a seed: API, datastore usage, certificates",
+                         description="Each tenant of the seed INVENTORY: its API's /readyz through "
+                         "the edge with its admin.conf, its Deployment, its keys and bytes in the "
+                         "datastore, its nearest certificate expiry. Exits 1 when one is unhealthy.")
+    st.add_argument("inventory", metavar="INVENTORY", help="the seed's pyinfra inventory file")
+    st.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, as pyinfra's --data does (e.g. kubernetes=true)")
+    st.add_argument("--json", action="store_true", help="JSON instead of a table")
+    st.set_defaults(func=cmd_status)
 
 
 def cmd_place(args: argparse.Namespace) -> int:
@@ -35,3 +46,17 @@ def cmd_place(args: argparse.Namespace) -> int:
         write_placement(fleet, assignment)
         print(f"\nwrote {fleet.placement_path} ({len(new)} newly placed)")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from metalseed.pki.cli import _cluster
+    from metalseed.tenants.status import format_table, status, to_json
+
+    cluster = _cluster(args)
+    now = dt.datetime.now(dt.UTC)
+    statuses = status(cluster, now)
+    sys.stdout.write(to_json(statuses) if args.json else format_table(statuses, now))
+    bad = [s for s in statuses if not s.healthy]
+    for s in bad:
+        print(f"tenant {s.obs.name} is unhealthy: {'; '.join(s.reasons())}", file=sys.stderr)
+    return 1 if bad else 0
