@@ -1,22 +1,45 @@
-"""Benchmark: tenants on seeds. Today: placement of 10,000 tenants over 100 seeds.
+"""Benchmark: tenants on seeds.
 
-The anchor, run in the same process on the same input, is the obvious placer: for each tenant,
-scan every seed for the least loaded one that fits (O(tenants x seeds)); both must produce the
-same assignment (asserted). Prints medians and the ratio. The seed deploy and memory figures come
-with the seed deploy (issue 12).
+Placement of 10,000 tenants over 100 seeds. The anchor, run in the same process on the same
+input, is the obvious placer: for each tenant, scan every seed for the least loaded one that fits
+(O(tenants x seeds)); both must produce the same assignment (asserted). Prints medians and the
+ratio.
 
     .venv/bin/python bench/tenants.py [--runs 5] [--tenants 10000] [--seeds 100] [--quick]
+
+With ``--seed-lab NAME``, figures of a lab seed instead (a lab booted with `metalseed lab up
+--seed` on which inventory/lab-seed.py's deploys/cluster.py has run): per run, both tenants are
+removed (seed.py with no tenants), then deploys/seed.py is started with inventory/lab-seed.py's
+tenants while a thread per tenant polls its /readyz through the edge with its admin.conf: the
+time from seed.py's start to each tenant's first "ok". Then the memory of each tenant's control
+plane: the PSS of every process in its pod's cgroup on its worker (smaps_rollup), beside the
+anchor read the same way in the same run, the seed's own kube-apiserver, kube-controller-manager
+and kube-scheduler on m1. Medians.
+
+    .venv/bin/python bench/tenants.py --seed-lab tm [--seed-runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
+from typing import Any
 
-from metalseed.tenants.placement import Seed, Tenant, place
-from metalseed.tenants.profiles import PROFILES
+# Run as a script, bench/ is first on the path and bench/kubernetes.py would hide the kubernetes
+# client package from the seed figures.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from metalseed.lab import Lab  # noqa: E402
+from metalseed.tenants.placement import Seed, Tenant, place  # noqa: E402
+from metalseed.tenants.profiles import PROFILES  # noqa: E402
 
 
 def fleet(seeds: int, tenants: int, seed: int = 1) -> tuple[list[Seed], list[Tenant]]:
@@ -63,6 +86,175 @@ def naive(seeds: list[Seed], tenants: list[Tenant], headroom: float = 0.2) -> di
     return result
 
 
+REPO = Path(__file__).resolve().parents[1]
+SEED_INVENTORY = "inventory/lab-seed.py"
+# Each process of a cgroup (recursively): PID, command name, PSS in KiB.
+PSS_SCRIPT = r"""
+for f in $(find "$1" -name cgroup.procs); do
+  for p in $(cat "$f"); do
+    v=$(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup 2>/dev/null)
+    [ -n "$v" ] && echo "$p $(cat /proc/$p/comm) $v"
+  done
+done
+"""
+SEED_UNITS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def _seed_py(lab: str, log: Path, *data: str) -> float:
+    start = time.monotonic()
+    # Output to a file, not a pipe: nothing the run leaves behind can hold the bench up.
+    with log.open("w") as out:
+        proc = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), "-y", SEED_INVENTORY,
+                               "deploys/seed.py", "--data", "kubernetes=true", *data],
+                              cwd=REPO, env={**os.environ, "METALSEED_LAB": lab},
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                              timeout=900, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"seed.py failed ({proc.returncode}): see {log}")
+    return time.monotonic() - start
+
+
+def _pss(lab: Lab, machine: str, cgroup: str) -> dict[str, int]:
+    """KiB of PSS per command name of the processes under ``cgroup`` on ``machine``."""
+    proc = lab.ssh(machine, ["sh", "-c", PSS_SCRIPT, "pss", cgroup], timeout=60, check=True)
+    out: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        _, comm, kib = line.split()
+        out[comm] = out.get(comm, 0) + int(kib)
+    if not out:
+        raise SystemExit(f"no process under {cgroup} on {machine}")
+    return out
+
+
+def _pod_cgroup(lab: Lab, machine: str, uid: str) -> str:
+    # cgroupfs driver: .../kubepods/<qos>/pod<uid>; the systemd driver: ...pod<uid with _>.slice.
+    find = (f"find /sys/fs/cgroup -type d \\( -name 'pod{uid}' -o -name "
+            f"'*pod{uid.replace('-', '_')}.slice' \\) | head -1")
+    path = lab.ssh(machine, find, timeout=60, check=True).stdout.strip()
+    if not path:
+        raise SystemExit(f"no cgroup of pod {uid} on {machine}")
+    return path
+
+
+def _unit_cgroup(lab: Lab, machine: str, unit: str) -> str:
+    # Under the unified hierarchy where there is one beside the v1 controllers (the lab's).
+    find = (f"cg=$(systemctl show -p ControlGroup --value {unit}.service); for d in "
+            "/sys/fs/cgroup/unified$cg /sys/fs/cgroup$cg; do [ -f $d/cgroup.procs ] && "
+            "echo $d && break; done")
+    path = lab.ssh(machine, find, timeout=60, check=True).stdout.strip()
+    if not path:
+        raise SystemExit(f"no cgroup of {unit} on {machine}")
+    return path
+
+
+def seed_figures(lab_name: str, runs: int) -> None:
+    from metalseed.kube import client as kc
+    from metalseed.model import load_cluster
+    from metalseed.tenants.apply import admin_kubeconfig, tenant_api
+
+    os.environ["METALSEED_LAB"] = lab_name
+    os.chdir(REPO)
+    lab = Lab(lab_name)
+    cluster = load_cluster(SEED_INVENTORY, {"kubernetes": True})
+    names = [t.name for t in cluster.tenants]
+    answered: dict[str, list[float]] = {n: [] for n in names}
+    totals: list[float] = []
+    removals: list[float] = []
+    logs = Path("/tmp") / f"bench-tenants-{lab_name}"
+    logs.mkdir(exist_ok=True)
+    for run in range(runs):  # none with --seed-runs 0: the memory figures alone
+        removals.append(_seed_py(lab_name, logs / f"remove-{run}.log", "--data", "tenants={}"))
+        assert not any(admin_kubeconfig(cluster, n).exists() for n in names), "not removed"
+        seen: dict[str, float] = {}
+        start = time.monotonic()
+        done = threading.Event()
+
+        def poll(name: str, start: float, seen: dict[str, float],
+                 done: threading.Event) -> None:
+            said, last = "no admin.conf yet", 0.0
+            while not done.is_set():
+                if admin_kubeconfig(cluster, name).is_file():
+                    try:
+                        got = kc.readyz(tenant_api(cluster, name))
+                    except Exception as e:  # a half-written admin.conf: read it again
+                        got = f"{type(e).__name__}: {e}"
+                    if got is None:
+                        seen[name] = time.monotonic() - start
+                        return
+                    said = got
+                if time.monotonic() - last > 15:
+                    last = time.monotonic()
+                    print(f"  {last - start:5.1f} s {name}: {said[:120]}", flush=True)
+                time.sleep(0.25)
+
+        threads = [threading.Thread(target=poll, args=(n, start, seen, done), daemon=True) for n in names]
+        for t in threads:
+            t.start()
+        try:
+            totals.append(_seed_py(lab_name, logs / f"seed-{run}.log"))
+            print(f"  {time.monotonic() - start:5.1f} s seed.py ended", flush=True)
+            for t in threads:
+                t.join(timeout=60)
+        finally:
+            done.set()
+        missing = set(names) - set(seen)
+        assert not missing, f"run {run}: no /readyz ok from {sorted(missing)}"
+        for n in names:
+            answered[n].append(seen[n])
+        print(f"run {run + 1}: removal {removals[-1]:.1f} s, seed.py {totals[-1]:.1f} s, "
+              + ", ".join(f"{n} answered at {seen[n]:.1f} s" for n in names), flush=True)
+    if runs_deploy := len(totals):
+        _print_deploy(names, answered, totals, removals, runs_deploy)
+    _print_memory(lab, cluster, names, max(runs, 3))
+
+
+def _print_deploy(names: list[str], answered: dict[str, list[float]], totals: list[float],
+                  removals: list[float], runs: int) -> None:
+    print(f"seed.py from start to each tenant's API answering /readyz through the edge, "
+          f"median of {runs}:")
+    for n in names:
+        print(f"  {n}: {statistics.median(answered[n]):.1f} s   (runs {answered[n]})")
+    print(f"  seed.py to its end: {statistics.median(totals):.1f} s; removing both tenants: "
+          f"{statistics.median(removals):.1f} s")
+
+
+
+def _print_memory(lab: Lab, cluster: Any, names: list[str], runs: int) -> None:
+    """PSS of each tenant's pod and of the seed's control plane on m1, read ``runs`` times."""
+    from kubernetes.client import CoreV1Api
+
+    from metalseed.kube import client as kc
+
+    core = CoreV1Api(kc.api_client(cluster))
+    mem: dict[str, list[int]] = {n: [] for n in names}
+    anchor: list[int] = []
+    detail: dict[str, dict[str, int]] = {}
+    for _ in range(runs):
+        for t in cluster.tenants:
+            pods = core.list_namespaced_pod(t.namespace, label_selector=f"metalseed.io/tenant={t.name}"
+                                            ).items
+            running = [p for p in pods if p.status.phase == "Running"]
+            total = 0
+            for p in running:
+                by = _pss(lab, p.spec.node_name, _pod_cgroup(lab, p.spec.node_name, p.metadata.uid))
+                detail[t.name] = by
+                total += sum(by.values())
+            mem[t.name].append(total)
+        m1 = cluster.masters[0].name
+        # Keyed by unit: the seed runs all three from one multi-call binary (command "kube").
+        by = {unit: sum(_pss(lab, m1, _unit_cgroup(lab, m1, unit)).values())
+              for unit in SEED_UNITS}
+        detail["seed control plane on " + m1] = by
+        anchor.append(sum(by.values()))
+        time.sleep(2)
+    print(f"PSS, median of {runs} reads (MiB):")
+    for n in names:
+        print(f"  tenant {n} (small), its pod's processes: {statistics.median(mem[n]) / 1024:.1f}")
+    print(f"  anchor: the seed's own control plane on {cluster.masters[0].name}: "
+          f"{statistics.median(anchor) / 1024:.1f}")
+    print("  per process (KiB, last read): " + json.dumps(detail))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
@@ -70,7 +262,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--quick", action="store_true",
                     help="one run over a fifth of the fleet (checks the bench runs)")
+    ap.add_argument("--seed-lab", metavar="NAME",
+                    help="figures of this lab seed instead of placement (see above)")
+    ap.add_argument("--seed-runs", type=int, default=3, help="runs of the seed figures")
     args = ap.parse_args()
+    if args.seed_lab:
+        seed_figures(args.seed_lab, 1 if args.quick else args.seed_runs)
+        return
     runs = 1 if args.quick else args.runs
     if args.quick:  # a check that the bench runs: a fifth of the fleet
         args.tenants, args.seeds = args.tenants // 5, args.seeds // 5
