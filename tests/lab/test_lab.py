@@ -168,8 +168,9 @@ def test_cli_status_lists_machines(lab: Lab) -> None:
         [sys.executable, "-m", "metalseed.cli", "lab", "status", "--name", lab.name],
         capture_output=True, text=True, check=True, cwd=REPO,
     )
+    rows = [line.split() for line in proc.stdout.splitlines()]
     for m in lab.machines:
-        assert f"{m.name:<8} {m.role:<7} {m.address!s:<15} running" in proc.stdout
+        assert [m.name, m.role, str(m.address), "running"] in rows, proc.stdout
 
 
 # ---- faults, seen from another machine ---------------------------------------------------
