@@ -314,4 +314,8 @@ def measure(lab: Lab, args: argparse.Namespace, owned: bool) -> None:
 
 
 if __name__ == "__main__":
+    # Run as a script, bench/ is first on sys.path and this file's own name shadows the
+    # kubernetes client, which metalseed imports lazily ("cannot import name 'client' from
+    # 'kubernetes' (bench/kubernetes.py)"): look in bench/ last.
+    sys.path.append(sys.path.pop(0))
     main()
