@@ -120,8 +120,8 @@ def test_a_killed_apiserver_fails_no_request(kube_lab: Lab, cluster: Cluster) ->
     print(f"whole again {took:.1f} s after the kill")
 
 
-def test_crash_of_a_worker_fails_no_https_request(kube_lab: Lab, cluster: Cluster,
-                                                  kube_app: KubeApp) -> None:
+def test_crash_of_a_worker_fails_no_request_sent_after_it(kube_lab: Lab, cluster: Cluster,
+                                                         kube_app: KubeApp) -> None:
     c = cluster
     victim = c.workers[-1].name
     # A request that meets the dead worker waits out the edge's connect timeout and goes to the

@@ -15,9 +15,9 @@ never touches any other user or role.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyinfra import host as current_host
 from pyinfra import logger
@@ -34,6 +34,8 @@ from metalseed.deploys.gates import shared
 from metalseed.etcdclient import READWRITE, AuthClient, Permission
 from metalseed.model import DATASTORE_ROOT_USER, Cluster, cluster_from_inventory, playbook_inputs
 from metalseed.tenants import datastore as ds
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,28 +74,10 @@ def plan_tenants(tenants: Iterable[str], auth_enabled: bool, users: dict[str, li
     wanted = {ds.user(t): t for t in tenants}
     for name, tenant in sorted(wanted.items()):
         perm = tenant_permission(tenant)
-        have = roles.get(name)
-        if have is None:
-            steps.append(Step(f"add role {name}", "role_add", (name,)))
-            have = []
-        for p in have:
-            if p != perm:
-                steps.append(Step(f"revoke {_describe(p)} from role {name}", "role_revoke",
-                                  (name, p)))
-        if perm not in have:
-            steps.append(Step(f"grant {_describe(perm)} to role {name}", "role_grant",
-                              (name, perm)))
-        granted = users.get(name)
-        if granted is None:
-            steps.append(Step(f"add user {name}", "user_add", (name,)))
-            granted = []
-        for r in granted:
-            if r != name:
-                steps.append(Step(f"revoke role {r} from user {name}", "user_revoke_role",
-                                  (name, r)))
-        if name not in granted:
-            steps.append(Step(f"grant role {name} to user {name}", "user_grant_role",
-                              (name, name)))
+        steps += _exactly("role", name, roles.get(name), perm, _describe,
+                          grant="role_grant", revoke="role_revoke")
+        steps += _exactly("user", name, users.get(name), name, lambda r: f"role {r}",
+                          grant="user_grant_role", revoke="user_revoke_role")
 
     gone = sorted({n for n in (*users, *roles) if _managed(n) and n not in wanted})
     for name in gone:
@@ -109,6 +93,22 @@ def plan_tenants(tenants: Iterable[str], auth_enabled: bool, users: dict[str, li
             steps.append(Step(f"delete role {name}", "role_delete", (name,)))
         if name in users:
             steps.append(Step(f"delete user {name}", "user_delete", (name,)))
+    return steps
+
+
+def _exactly(kind: str, name: str, have: list[T] | None, want: T, describe: Callable[[T], str],
+             grant: str, revoke: str) -> list[Step]:
+    """Steps that leave role or user ``name`` existing and holding exactly ``want`` (a role's
+    one permission, a user's one role): added if missing, anything else revoked."""
+    steps = []
+    if have is None:
+        steps.append(Step(f"add {kind} {name}", f"{kind}_add", (name,)))
+        have = []
+    for x in have:
+        if x != want:
+            steps.append(Step(f"revoke {describe(x)} from {kind} {name}", revoke, (name, x)))
+    if want not in have:
+        steps.append(Step(f"grant {describe(want)} to {kind} {name}", grant, (name, want)))
     return steps
 
 

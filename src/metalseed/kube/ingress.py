@@ -204,8 +204,8 @@ def daemonset(cluster: Cluster, image: str, ca_bundle: bytes) -> Obj:
                 # rolls the pods through this digest.
                 "metadata": {"labels": dict(LABELS), "annotations": {
                     **trust_annotations(ca_bundle),
-                    DYNAMIC_ANNOTATION: hashlib.sha256(json.dumps(
-                        dynamic_config(), sort_keys=True).encode()).hexdigest()[:16]}},
+                    DYNAMIC_ANNOTATION: hashlib.sha256(
+                        dynamic_config_text().encode()).hexdigest()[:16]}},
                 "spec": {
                     "serviceAccountName": NAME,
                     "nodeSelector": {"kubernetes.io/os": "linux", WORKER_ROLE: ""},
@@ -224,11 +224,16 @@ def dynamic_config() -> dict[str, Any]:
     return {"http": {"middlewares": {RETRY: {"retry": {"attempts": RETRY_ATTEMPTS}}}}}
 
 
+def dynamic_config_text() -> str:
+    """The file as the pods read it; its digest is what rolls them."""
+    return json.dumps(dynamic_config(), sort_keys=True)
+
+
 def dynamic_config_map() -> Obj:
     # JSON is YAML. One file, not the directory: a ConfigMap volume also holds each file under a
     # timestamped directory, which the provider would read twice.
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(DYNAMIC),
-            "data": {DYNAMIC_FILE: json.dumps(dynamic_config(), sort_keys=True)}}
+            "data": {DYNAMIC_FILE: dynamic_config_text()}}
 
 
 def service(cluster: Cluster) -> Obj:
