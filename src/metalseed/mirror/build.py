@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from metalseed.errors import MirrorError
+from metalseed.errors import MirrorError, MirrorIntegrityError
 from metalseed.mirror.manifest import (
     Artifact,
     Kind,
@@ -45,6 +45,7 @@ from metalseed.mirror.oci import (
 from metalseed.mirror.pins import Pin, Pins, load_pins, repo_root
 from metalseed.mirror.recipes import (
     TEXTS,
+    CRDRecipe,
     GoBuild,
     GoTestBuild,
     ImageRecipe,
@@ -309,6 +310,8 @@ class Builder:
         artifacts = self.install_binaries(recipe, pin, work / "bin")
         if isinstance(recipe, OpenAPIRecipe):
             artifacts.append(self.timed(c, "bundle schemas", self.bundle_openapi, recipe, pin, moddir))
+        if isinstance(recipe, CRDRecipe):
+            artifacts.append(self.timed(c, "bundle CRD schemas", self.bundle_crds, recipe, pin, moddir))
         for img in recipe.images:
             ref = pin.images[img.reference_index]
             artifacts.append(self.timed(c, f"image {ref}", self.make_image, img, ref, pin))
@@ -380,6 +383,27 @@ class Builder:
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".{dst.name}.tmp")
         tmp.write_text(json.dumps(bundle(spec, pin.version), sort_keys=True, separators=(",", ":")))
+        os.replace(tmp, dst)
+        return self._artifact(recipe.component, pin, rel, "data", recipe.component)
+
+    def bundle_crds(self, recipe: CRDRecipe, pin: Pin, moddir: Path) -> Artifact:
+        from metalseed.kube.crd import bundle_files
+
+        src = self.module_dir(recipe.component, pin, moddir) / recipe.crd_dir
+        paths = []
+        for name, want in recipe.files:
+            actual = sha256_file(src / name)
+            if actual != want:
+                raise MirrorIntegrityError(f"{recipe.component}: {pin.module}@{pin.module_version} "
+                                           f"{recipe.crd_dir}/{name}: expected sha256:{want}, "
+                                           f"actual sha256:{actual}")
+            paths.append(src / name)
+        rel = f"data/{recipe.component}-{pin.version}.json"
+        dst = self.root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.write_text(json.dumps(bundle_files(paths, pin.version), sort_keys=True,
+                                  separators=(",", ":")))
         os.replace(tmp, dst)
         return self._artifact(recipe.component, pin, rel, "data", recipe.component)
 

@@ -66,6 +66,16 @@ class OpenAPIRecipe(Recipe):
     spec_dir: str = "api/openapi-spec/v3"
 
 
+@dataclass(frozen=True)
+class CRDRecipe(Recipe):
+    """CRD schemas of the pin's module (``crd_dir``'s ``files``, each with its sha256), bundled
+    into one data file (:mod:`metalseed.kube.crd`). A subclass for the same reason as
+    OpenAPIRecipe."""
+
+    crd_dir: str = ""
+    files: tuple[tuple[str, str], ...] = ()  # (file name, sha256 hex)
+
+
 CNI = "github.com/containernetworking/plugins/plugins"
 CNI_VERSION = "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion"
 CONTAINERD = "github.com/containerd/containerd/v2"
@@ -309,6 +319,18 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
             ),
         ),
         OpenAPIRecipe("kubernetes-openapi"),
+        # Cilium's policy CRDs, for offline validation of the tenants' Cilium policies: data only
+        # (the agent itself does not build from the module proxy here, see README).
+        CRDRecipe(
+            "cilium-crds",
+            crd_dir="pkg/k8s/apis/cilium.io/client/crds/v2",
+            files=(
+                ("ciliumnetworkpolicies.yaml",
+                 "62c6de8f358da125b94468d39187edb1cea157d79503fdc50ccec8a6aaa79a76"),
+                ("ciliumclusterwidenetworkpolicies.yaml",
+                 "ae65e44fdee9da399cb7257a8464f197bea5270fdc213f6343700309c39abad6"),
+            ),
+        ),
         Recipe(
             "flannel",
             gomod="flannel",
