@@ -56,8 +56,12 @@ ACCEPT_GRACE = READY_PERIOD * READY_FAILURES + 4
 the endpoint update reaching kube-proxy on the node."""
 DRAIN_GRACE = 10
 """Seconds after that for requests in flight."""
-DIAL_TIMEOUT = 1
-RETRY_ATTEMPTS = 3
+DIAL_TIMEOUT = "500ms"
+RETRY_ATTEMPTS = 4
+"""Traefik's retry may pick the same dead pod again (traefik/traefik#2723): with 2 pods, 3
+attempts all went to the one on a crashed worker and the request failed. 4 attempts of
+DIAL_TIMEOUT cost at most 2 s; a pod answers a connect within milliseconds, even on a loaded
+node."""
 RETRY = "metalseed-retry"
 DYNAMIC_DIR = "/etc/traefik/dynamic"
 DYNAMIC_FILE = "retry.yaml"
@@ -96,7 +100,7 @@ def traefik_args(cluster: Cluster) -> list[str]:
         # A pod on a crashed worker stays in its EndpointSlice until the node controller gives
         # the node up (tens of seconds): a connect to it fails after DIAL_TIMEOUT and the retry
         # middleware sends the request to the next pod, instead of a request that hangs.
-        f"--serversTransport.forwardingTimeouts.dialTimeout={DIAL_TIMEOUT}s",
+        f"--serversTransport.forwardingTimeouts.dialTimeout={DIAL_TIMEOUT}",
         f"--providers.file.filename={DYNAMIC_DIR}/{DYNAMIC_FILE}",
         "--providers.file.watch=false",
         f"--entryPoints.web.http.middlewares={RETRY}@file",
