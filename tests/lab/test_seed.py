@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,6 +140,56 @@ def test_acmes_admin_conf_is_refused_by_globex(seed: Cluster, tmp_path: Path) ->
     # As it is (acme's CA), acme's admin.conf does not even accept globex's API server.
     untrusted = kubectl(c, _crossed(c, tmp_path, "acme"), "get", "namespaces", check=False)
     assert untrusted.returncode != 0 and "certificate" in untrusted.stderr, untrusted.stderr
+
+
+def test_the_probe_matrix_denies_every_path_between_tenants_and_allows_the_rest(
+        seed: Cluster, lab: Lab) -> None:
+    """What seed.py's last step ran, again through the CLI an operator runs."""
+    argv = [str(Path(sys.executable).with_name("metalseed")), "tenants", "verify",
+            str(REPO / "inventory" / "lab.py"), *DATA]
+    start = time.monotonic()
+    proc = subprocess.run(argv, cwd=REPO, env=dict(os.environ, METALSEED_LAB=lab.name),
+                          capture_output=True, text=True, timeout=300, check=False)
+    TIMINGS["seed: probe matrix (tenants verify)"] = time.monotonic() - start
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("acme ",
+                                                                                  "globex "))]
+    # Every ordered pair: each tenant's probe tried the other's API pod and Service, and failed.
+    for me, other in (("acme", "globex"), ("globex", "acme")):
+        crossed = [r for r in rows if r[0] == me and r[1] == other]
+        assert len(crossed) >= 2 and all("deny" in r and "connected" not in r for r in crossed), rows
+        allowed = [r for r in rows if r[0] == me and "allow" in r]
+        assert allowed and all("connected" in r for r in allowed), rows
+    assert "0 unexpected" in proc.stdout
+
+
+def test_a_policy_change_is_enforced_within_5_seconds(seed: Cluster) -> None:
+    from metalseed.kube import apply as ka
+    from metalseed.kube import client as kc
+    from metalseed.tenants import enforce
+    from metalseed.tenants.verify import time_to_enforce
+
+    c = seed
+    assert c.datastore is not None
+    target = f"{c.datastore.members[0].address}:{c.datastore.etcd.client_port}"
+    egress = next(o for o in enforce.objects(c) if o["kind"] == "NetworkPolicy"
+                  and o["metadata"]["namespace"] == "tenant-acme"
+                  and o["metadata"]["name"] == "apiserver-egress")
+    res = ka._resource(kc.dynamic(kc.api_client(c)), egress)
+    # A loop in acme's probe pod sees the datastore refused once the allowance is gone...
+    gone = time_to_enforce(c, "acme", target, False, lambda: kc.translated(
+        "deleting acme's egress policy", lambda: res.delete(name="apiserver-egress",
+                                                            namespace="tenant-acme")))
+    TIMINGS["isolation: allowance deleted -> enforced"] = gone
+    assert gone < 5.0
+    # ...globex's allowance is its own, untouched...
+    probe = time_to_enforce(c, "globex", target, True, lambda: None)
+    assert probe < 5.0
+    # ...and connects again once it is applied.
+    back = time_to_enforce(c, "acme", target, True, lambda: ka.apply(c, [egress]))
+    TIMINGS["isolation: allowance applied -> enforced"] = back
+    assert back < 5.0
 
 
 def test_a_second_run_changes_nothing(seed: Cluster, run: RunPyinfra) -> None:

@@ -14,8 +14,12 @@ True``, the ``tenants`` data, the tenant datastore):
    the live store to ``pki/<seed>.archive/tenants/<name>-<UTC time>/``;
 6. each tenant's Namespace, PKI Secret, control plane Deployment, Service and PDB, server-side
    applied on the seed where a dry run says anything would change;
-7. a wait on real conditions: each Deployment rolled out and each tenant's API answering
-   ``/readyz`` through the edge with its own admin.conf.
+7. tenant isolation (:mod:`metalseed.tenants.enforce`): the NetworkPolicy engine on every seed
+   node, each tenant namespace's NetworkPolicies and probe pod;
+8. a wait on real conditions: each Deployment rolled out and each tenant's API answering
+   ``/readyz`` through the edge with its own admin.conf; the engine on every node;
+9. the probe matrix (``metalseed tenants verify``): every allowed path connects, every forbidden
+   one does not, or the deploy fails with the table.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from metalseed.errors import DeployError
 from metalseed.model import cluster_from_inventory
 from metalseed.pki.issue import ensure_store
 from metalseed.tenants import apply as ta
+from metalseed.tenants import enforce
 
 
 @deploy("metalseed seed: tenant control planes")
@@ -42,6 +47,7 @@ def seed() -> None:
         raise DeployError("seed: tenants need the tenant datastore: a 'datastore' group of 1, 3 "
                           "or 5 hosts in the inventory")
     shared(host.state, "tenant objects valid", lambda: ta.validate(cluster))
+    shared(host.state, "isolation objects valid", lambda: enforce.validate(cluster))
     ensure_store(cluster, host.inventory)
     # Datastore members are no Kubernetes nodes: no edge there.
     if not cluster.is_datastore_host(host.name):
@@ -52,4 +58,7 @@ def seed() -> None:
         tenant_access(name=TENANT_ACCESS_OP, cluster=cluster, _run_once=True)
     ta.delete_removed(name=ta.DELETE_OP, cluster=cluster, _run_once=True)
     ta.apply_tenants(name=ta.APPLY_OP, cluster=cluster, _run_once=True)
+    enforce.apply_isolation(name=enforce.APPLY_OP, cluster=cluster, _run_once=True)
     ta.wait_tenants(name=ta.WAIT_OP, cluster=cluster, _run_once=True)
+    enforce.wait_isolation(name=enforce.WAIT_OP, cluster=cluster, _run_once=True)
+    enforce.verify_isolation(name=enforce.VERIFY_OP, cluster=cluster, _run_once=True)

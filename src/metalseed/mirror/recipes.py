@@ -452,6 +452,44 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
                 ),
             ),
         ),
+        # The NetworkPolicy engine of seeds: kube-router's firewall alone (iptables + ipset, both
+        # built into this kernel); the Cilium agent does not build here and kube-network-policies
+        # needs nftables' queue statement, which this kernel lacks (see README).
+        Recipe(
+            "kube-router",
+            gomod="kube-router",
+            builds=(
+                GoBuild(
+                    packages=("github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",),
+                    xflags=(
+                        ("github.com/cloudnativelabs/kube-router/v2/pkg/version.Version",
+                         v["kube-router"]),
+                        ("github.com/cloudnativelabs/kube-router/v2/pkg/version.BuildDate",
+                         MODULE_TIME),
+                    ),
+                ),
+            ),
+            images=(
+                ImageRecipe(
+                    name="kube-router-image",
+                    reference_index=0,
+                    # It execs iptables-save/-restore and ipset: Debian's, with their libraries.
+                    files=(
+                        ("/usr/local/bin/kube-router", "bin:kube-router", 0o755),
+                        ("/usr/sbin/xtables-nft-multi", "host:/usr/sbin/xtables-nft-multi", 0o755),
+                        ("/usr/sbin/ipset", "host:/usr/sbin/ipset", 0o755),
+                    ),
+                    links=tuple(
+                        (f"/usr/sbin/{n}", "xtables-nft-multi")
+                        for n in ("iptables", "iptables-save", "iptables-restore", "ip6tables",
+                                  "ip6tables-save", "ip6tables-restore")
+                    ),
+                    busybox=True,
+                    host_libs=("/usr/sbin/xtables-nft-multi", "/usr/sbin/ipset", "xtables-plugins"),
+                    config=ImageConfig(entrypoint=("/usr/local/bin/kube-router",)),
+                ),
+            ),
+        ),
         Recipe(
             "e2e",
             gomod="e2e",

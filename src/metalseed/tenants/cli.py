@@ -27,6 +27,16 @@ def register(sub: Any) -> None:
                     help="override a setting, as pyinfra's --data does (e.g. kubernetes=true)")
     st.add_argument("--json", action="store_true", help="JSON instead of a table")
     st.set_defaults(func=cmd_status)
+    ve = tsub.add_parser("verify", help="prove tenant isolation with a probe matrix",
+                         description="From each tenant's probe pod, agnhost connect to every "
+                         "allowed path (kube-dns, the datastore, its own workers) and every "
+                         "forbidden one (every other tenant's API, the seed's API, an unallowed "
+                         "port); the edge's path to each tenant by its /readyz. Prints expected "
+                         "and seen; exits 1 on any unexpected result.")
+    ve.add_argument("inventory", metavar="INVENTORY", help="the seed's pyinfra inventory file")
+    ve.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, as pyinfra's --data does (e.g. kubernetes=true)")
+    ve.set_defaults(func=cmd_verify)
 
 
 def cmd_place(args: argparse.Namespace) -> int:
@@ -59,4 +69,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     bad = [s for s in statuses if not s.healthy]
     for s in bad:
         print(f"tenant {s.obs.name} is unhealthy: {'; '.join(s.reasons())}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from metalseed.pki.cli import _cluster
+    from metalseed.tenants.verify import format_table, run
+
+    probes, seconds = run(_cluster(args))
+    sys.stdout.write(format_table(probes))
+    print(f"probe matrix: {seconds:.1f} s")
+    bad = [p for p in probes if not p.as_expected]
+    for p in bad:
+        print(f"unexpected: {p.source} -> {p.target} ({p.address}): expected "
+              f"{'allow' if p.allowed else 'deny'}, seen {p.seen}", file=sys.stderr)
     return 1 if bad else 0

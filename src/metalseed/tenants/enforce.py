@@ -1,0 +1,183 @@
+"""Tenant isolation onto a seed: the NetworkPolicy engine (:mod:`metalseed.kube.netpol`), each
+tenant namespace's NetworkPolicies (:mod:`metalseed.tenants.isolation`) and its probe pod,
+validated offline against the pinned Kubernetes' schemas (the Cilium rendering of the same intent
+against Cilium's CRD schemas, though nothing here applies it), server-side applied where a dry run
+says anything would change, then the engine waited for on every seed node.
+
+The NetworkPolicies need the seed's nodes' podCIDRs (flannel's per-node addresses, which node
+traffic to pods comes from): read from the seed's Node objects when the run is prepared. A node
+added later changes them, and the next seed.py run applies that.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Generator
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, operation
+
+from metalseed.errors import KubernetesError
+from metalseed.kube import apply as ka
+from metalseed.kube import client as kc
+from metalseed.kube import crd, netpol, openapi
+from metalseed.kube.tenant import TENANT_LABEL
+from metalseed.model import Cluster
+from metalseed.tenants import isolation as iso
+from metalseed.tenants.spec import TenantSpec
+
+APPLY_OP = "seed: tenant isolation (NetworkPolicy engine, policies, probe pods)"
+WAIT_OP = "seed: the NetworkPolicy engine runs on every seed node"
+PROBE_POD = "isolation-probe"
+RUN_AS = 65532
+
+
+def inputs(cluster: Cluster, pod_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
+           ) -> iso.IsolationInputs:
+    ds = cluster.datastore
+    workers: dict[str, tuple[ipaddress.IPv4Address, ...]] = {}
+    for t in cluster.tenants:
+        found = []
+        for w in t.workers:
+            try:
+                found.append(cluster.node(w).address)
+            except KeyError:
+                continue  # not a seed node: its address comes from the tenant workers' group
+        workers[t.name] = tuple(found)
+    return iso.IsolationInputs(
+        datastore=tuple(m.address for m in ds.members) if ds else (),
+        datastore_port=ds.etcd.client_port if ds else cluster.etcd.client_port,
+        node_sources=iso.node_sources((n.address for n in cluster.nodes), pod_cidrs),
+        tenant_workers=workers)
+
+
+def probe_deployment(tenant: TenantSpec, image: str) -> dict[str, Any]:
+    """One pod that only waits: ``agnhost connect`` runs in it (exec) to probe what the tenant's
+    control plane may and may not reach. Restricted, as the namespace enforces. A Deployment, not
+    a bare Pod: a Pod's spec cannot change, a Deployment's template rolls."""
+    labels = {TENANT_LABEL: tenant.name, iso.COMPONENT_LABEL: iso.PROBE}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": PROBE_POD, "namespace": tenant.namespace,
+                     "labels": {**labels, **iso.MANAGED_BY}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "automountServiceAccountToken": False, "enableServiceLinks": False,
+                "terminationGracePeriodSeconds": 1,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS,
+                                    "runAsGroup": RUN_AS,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
+                    "command": ["/agnhost"], "args": ["pause"],
+                    # A matrix runs one agnhost per probe at once: 64Mi was OOM-killed (seen).
+                    "resources": {"requests": {"cpu": "5m", "memory": "16Mi"},
+                                  "limits": {"memory": "512Mi"}},
+                    "securityContext": {"allowPrivilegeEscalation": False,
+                                        "readOnlyRootFilesystem": True,
+                                        "capabilities": {"drop": ["ALL"]}},
+                }],
+            }}},
+    }
+
+
+def pod_cidrs(cluster: Cluster) -> tuple[ipaddress.IPv4Network, ...]:
+    """The seed's nodes' podCIDRs as the API has them ([] when it does not answer yet)."""
+    try:
+        dyn = kc.dynamic(kc.api_client(cluster))
+        nodes = ka._list(dyn, "v1", "Node")
+    except KubernetesError:
+        return ()
+    out = []
+    for n in nodes:
+        cidr = (n.get("spec") or {}).get("podCIDR")
+        if cidr:
+            out.append(ipaddress.IPv4Network(cidr))
+    return tuple(sorted(out))
+
+
+def objects(cluster: Cluster, cidrs: tuple[ipaddress.IPv4Network, ...] | None = None,
+            bundle: bytes | None = None) -> list[dict[str, Any]]:
+    if bundle is None:
+        try:
+            bundle = ka.ca_bundle(cluster)
+        except KubernetesError:
+            bundle = b""
+    cidrs = pod_cidrs(cluster) if cidrs is None else cidrs
+    i = inputs(cluster, cidrs)
+    probe_image = ka.mirror_image(cluster, "agnhost")
+    return [*netpol.objects(cluster, ka.mirror_image(cluster, netpol.NAME), bundle),
+            *iso.all_network_policies(cluster.tenants, i),
+            *(probe_deployment(t, probe_image) for t in cluster.tenants)]
+
+
+def validate(cluster: Cluster) -> None:
+    """Offline: the engine's objects and the NetworkPolicies against the pinned Kubernetes, the
+    Cilium policies of the same intent against Cilium's CRD schemas."""
+    openapi.validate(objects(cluster, cidrs=(), bundle=b""), openapi.load(cluster.mirror_dir))
+    crd.validate(iso.all_cilium(cluster.tenants, inputs(cluster)), crd.load(cluster.mirror_dir))
+
+
+@operation()
+def apply_isolation(cluster: Cluster) -> Generator[Any, None, None]:
+    """Apply where anything would change (call with ``_run_once=True``); decided when the run is
+    prepared by a server-side dry run, so a converged seed reports none."""
+    cache: dict[str, list[str]] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
+    if APPLY_OP not in cache:
+        cache[APPLY_OP] = ka.pending(cluster, objects(cluster))
+    if not host.state.is_executing and cache[APPLY_OP]:
+        host.log(f"would apply: {', '.join(cache[APPLY_OP])}")
+    if cache[APPLY_OP]:
+        yield FunctionCommand(_apply, (cluster,), {})
+
+
+def _apply(cluster: Cluster) -> None:
+    objs = objects(cluster)
+    openapi.validate(objs, openapi.load(cluster.mirror_dir))
+    ka.apply(cluster, objs)
+
+
+def wait_engine(cluster: Cluster) -> None:
+    ka.wait_daemonset_available(cluster, netpol.NAMESPACE, netpol.NAME, len(cluster.nodes))
+    for t in cluster.tenants:
+        ka.wait_deployment_available(cluster, t.namespace, PROBE_POD)
+
+
+@operation()
+def wait_isolation(cluster: Cluster) -> Generator[Any, None, None]:
+    """Not a change: the wait runs when the deploy executes; a failure fails this operation."""
+    if not host.state.is_executing:
+        return
+    from metalseed.deploys.gates import _raise
+
+    try:
+        wait_engine(cluster)
+    except Exception as e:
+        yield FunctionCommand(_raise, (e,), {})
+
+
+VERIFY_OP = "seed: tenant isolation proven (probe matrix)"
+
+
+@operation()
+def verify_isolation(cluster: Cluster) -> Generator[Any, None, None]:
+    """Not a change: the probe matrix runs when the deploy executes; an unexpected result (or
+    none at all) fails this operation with the table."""
+    if not host.state.is_executing or not cluster.tenants:
+        return
+    from metalseed.deploys.gates import _raise
+    from metalseed.errors import HealthCheckError
+    from metalseed.tenants.verify import format_table, run
+
+    try:
+        probes, seconds = run(cluster)
+    except Exception as e:
+        yield FunctionCommand(_raise, (e,), {})
+        return
+    bad = [p for p in probes if not p.as_expected]
+    host.log(f"probe matrix: {len(probes)} probes in {seconds:.1f} s, {len(bad)} unexpected")
+    if bad:
+        yield FunctionCommand(_raise, (HealthCheckError(
+            f"seed: tenant isolation not as expected:\n{format_table(probes)}"),), {})
