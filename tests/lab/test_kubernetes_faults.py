@@ -11,8 +11,9 @@ watcher (which resumes from its last resourceVersion after any error).
   etcd elects a new leader at once): writes, lists and the watch resume within 2 s;
 - SIGKILL one kube-apiserver (nginx's TCP pass-through on VIP:6443 routes new connections around
   it, systemd starts it again): no operation fails;
-- crash a worker: no HTTPS request sent through the edge to the app (agnhost behind Traefik)
-  after the crash fails; of those in flight while it happened, at most one (see the test);
+- crash a worker (silently, as on a power loss): no HTTPS request sent through the edge to the
+  app (agnhost behind Traefik) after the crash fails; of those in flight while it happened, at
+  most one (see the test);
 
 Each test restores the cluster before it returns and checks that it is whole again (every
 machine up, every unit active and answering its health endpoint, etcd healthy on every member,
@@ -132,7 +133,9 @@ def test_crash_of_a_worker_fails_no_request_sent_after_it(kube_lab: Lab, cluster
         try:
             client.wait_ok(20, timeout=30)
             t0 = time.time()
-            crashed = kube_lab.crash(victim)  # the instant it went silent
+            # As on a power loss: killed with its link up, the machine's kernel would reset its
+            # connections (3-4 quick 502s that nobody resends, in CI); a real crash sends none.
+            crashed = kube_lab.crash(victim, silent=True)  # the instant it went silent
             time.sleep(15)  # past the edge's fail_timeout: the dead worker is tried again
             client.stop()
         finally:

@@ -377,12 +377,12 @@ class Lab:
 
     # ---- faults (see metalseed.lab.faults for what each one means) ------------------------
 
-    def crash(self, name: str) -> float:
+    def crash(self, name: str, silent: bool = False) -> float:
         """Crash ``name`` (see metalseed.lab.faults); returns the time it went silent."""
         from metalseed.lab import faults
 
         with self._locked():
-            return faults.crash(self, name)
+            return faults.crash(self, name, silent)
 
     def restart(self, name: str, timeout: float = 60) -> None:
         from metalseed.lab import faults

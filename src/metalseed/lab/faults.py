@@ -1,8 +1,11 @@
 """Fault injection. Each fault is reversible, or the machine comes back with its disk intact.
 
-- crash: the whole container dies at once, as on a power loss: frozen, its link removed, then
-  SIGKILLed and thawed; its network namespace goes too, so addresses it held (a keepalived VIP)
-  vanish as they would with a dead machine. Its disk (the overlay upper dir) stays. Undo: restart.
+- crash: the whole container dies at once (frozen, SIGKILLed, thawed); its network namespace goes
+  too, so addresses it held (a keepalived VIP) vanish as they would with a dead machine. Its disk
+  (the overlay upper dir) stays. Undo: restart. Its processes die while its link is still up, so
+  its kernel resets the connections they had, and peers notice at once (what a client without
+  keepalive, as pyinfra's SSH, needs). With ``silent=True`` it is a power loss: frozen, its link
+  removed, then killed; it sends nothing more, and peers notice only by their own timeouts.
 - restart: boot the machine again on its disk (crashing it first if it still runs).
 - freeze / thaw: every process of the machine stops (cgroup freezer) and its bridge port drops all
   frames while the link stays up: a hung machine (or a paused VM) that still holds its addresses
@@ -30,26 +33,28 @@ if TYPE_CHECKING:
 _UNIT = re.compile(r"^[A-Za-z0-9:_.@\\-]+$")
 
 
-def crash(lab: Lab, name: str) -> float:
-    """Crash ``name``; returns the time (time.time()) it went silent."""
+def crash(lab: Lab, name: str, silent: bool = False) -> float:
+    """Crash ``name``; returns the time (time.time()) its last process was killed or, silent, it
+    went silent."""
     s = lab.require_state()
     m = s.machine(name)
     recorded = []
     if machine.is_ours(m.nspawn_pid, lab.paths, name):
         recorded = [p for p in (m.nspawn_pid, m.leader_pid) if p]
-    # A machine that loses power sends nothing more. Killed with its link up, its kernel would
-    # reset every connection its processes had (a gentler failure, which peers notice at once,
-    # and one that took seconds here on a loaded host): the link goes first, while it is frozen.
-    with contextlib.suppress(LabError):
-        cgroup.set_frozen(lab.layout, lab.name, name, True)
-    net.delete_link(m.veth)
-    silent = time.time()
+    # A machine that loses power sends nothing more: its link goes first, while it is frozen.
+    if silent:
+        with contextlib.suppress(LabError):
+            cgroup.set_frozen(lab.layout, lab.name, name, True)
+        net.delete_link(m.veth)
+    gone = time.time()
     machine.kill(lab.name, name, lab.layout, recorded)
+    gone = gone if silent else time.time()
     machine.remove_nspawn_leftovers(lab.paths, m)
+    net.delete_link(m.veth)
     net.delete_netns(m.netns)
     lab._save(s.with_machine(MachineState(m.name, m.role, m.address, m.netns, m.veth)))
     lab._say(f"{lab.name}: {name} crashed")
-    return silent
+    return gone
 
 
 def restart(lab: Lab, name: str, timeout: float = 60) -> None:
