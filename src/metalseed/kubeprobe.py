@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metalseed.errors import HealthCheckError, LabError
@@ -93,8 +94,10 @@ class ApiClient:
     ``max_seconds``. Use as a context manager; ``stop()`` ends the loops."""
 
     def __init__(self, cluster: Cluster, namespace: str, max_seconds: float = 300,
-                 pause: float = 0.02) -> None:
+                 pause: float = 0.02, kubeconfig: Path | None = None) -> None:
         self.cluster = cluster
+        # None: the seed's own API (the store's admin kubeconfig); a tenant's admin.conf: its API.
+        self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.max_seconds = max_seconds
         self.pause = pause
@@ -150,7 +153,7 @@ class ApiClient:
 
         # One ApiClient (one connection pool) per loop: a loop that waits on a dead connection
         # holds up no other loop.
-        return k8s.CoreV1Api(api_client(self.cluster))
+        return k8s.CoreV1Api(api_client(self.cluster, self.kubeconfig))
 
     # -- loops
 
@@ -294,7 +297,7 @@ class ApiClient:
 
         from metalseed.kube.client import api_client
 
-        api: Any = k8s.CoreV1Api(api_client(self.cluster))
+        api: Any = k8s.CoreV1Api(api_client(self.cluster, self.kubeconfig))
         names: set[str] = set()
         token = None
         while True:

@@ -1,11 +1,14 @@
-"""A seed with two tenants, acme and globex, on real machines: a lab of its own (1 master, 1
-worker, 1 datastore machine: the tenants' control planes need the datastore's etcd on the seed's
-network), taken from bare machines by deploys/cluster.py and then deploys/seed.py as an operator
-runs them. Each tenant's API answers through the edge (the VIP, by SNI) with its own admin.conf
-and the mirror's kubectl; acme's credentials are refused by globex's API; a name the edge does
-not route still reaches the seed's own API; what one tenant writes the other does not see; a
-rerun changes nothing; an invalid tenant spec is refused before anything is applied; a tenant
-removed from the data loses its namespace and its route, its PKI archived, the other unaffected.
+"""A seed with two tenants, acme and globex, on real machines: a lab of its own (1 master, 2
+workers, 1 datastore machine: the tenants' control planes need the datastore's etcd on the seed's
+network, and a medium acme beside a small globex needs two workers' CPU, see
+test_promoting_and_demoting_a_tenant_fails_no_request_of_its_client), taken from bare machines by
+deploys/cluster.py and then deploys/seed.py as an operator runs them. Each tenant's API answers
+through the edge (the VIP, by SNI) with its own admin.conf and the mirror's kubectl; acme's
+credentials are refused by globex's API; a name the edge does not route still reaches the seed's
+own API; what one tenant writes the other does not see; a rerun changes nothing; acme promoted
+to medium and demoted back under a continuous client of its API fails none of its requests; an
+invalid tenant spec is refused before anything is applied; a tenant removed from the data loses
+its namespace and its route, its PKI archived, the other unaffected.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ def lab() -> Iterator[Lab]:
     # The archive of removed tenants' PKI lives beside the lab's store: as new as the lab, too.
     archive = REPO / "pki" / f"{SEED_LAB}.archive"
     shutil.rmtree(archive, ignore_errors=True)
-    with booted_lab(SEED_LAB, masters=1, workers=1, datastore=1) as the_lab:
+    # Two workers: each lab machine has the host's 2 CPUs allocatable; acme medium (2 x 800m
+    # requested) beside globex small (400m), the seed's own pods and a surge pod during the roll
+    # do not fit one.
+    with booted_lab(SEED_LAB, masters=1, workers=2, datastore=1) as the_lab:
         state = the_lab.require_state()
         mirror = Path(state.mirror_root) if state.mirror_root else None
         missing = sorted(set(NEEDED) - (mirror_components(mirror) if mirror else set()))
@@ -105,8 +111,10 @@ def test_each_tenant_api_answers_through_the_edge_with_its_own_admin_conf(seed: 
     seed_conf = c.pki_dir / "kubeconfig" / "admin.conf"
     nodes = kubectl(c, seed_conf, "get", "nodes", "-o", "name").stdout.split()
     assert sorted(nodes) == sorted(f"node/{n.name}" for n in c.nodes)
+    # The control plane's pods (the namespace also holds the isolation probe's).
     pods = json.loads(kubectl(c, seed_conf, "-n", "tenant-acme", "get", "pods", "-l",
-                              "metalseed.io/tenant=acme", "-o", "json").stdout)["items"]
+                              "metalseed.io/tenant=acme,app.kubernetes.io/component=control-plane",
+                              "-o", "json").stdout)["items"]
     assert pods and all(p["metadata"]["labels"]["team"] == "payments" for p in pods)
 
 
@@ -199,6 +207,110 @@ def test_a_second_run_changes_nothing(seed: Cluster, run: RunPyinfra) -> None:
     totals = pyinfra_totals(proc.stdout + proc.stderr)
     assert totals and totals["success"] == 0 and totals["error"] == 0, proc.stdout[-3000:]
     assert "would apply" not in proc.stdout + proc.stderr
+
+
+def _rolled_out(c: Cluster, tenant: str, replicas: int) -> str | None:
+    """None when the tenant's control plane is exactly ``replicas`` Ready pods of its
+    Deployment's current template and no other pod (an old one still terminating counts)."""
+    from kubernetes.client import AppsV1Api, CoreV1Api
+
+    from metalseed.kube.client import api_client
+
+    api = api_client(c)
+    ns = f"tenant-{tenant}"
+    dep = AppsV1Api(api).read_namespaced_deployment("control-plane", ns, _request_timeout=10)
+    current = [rs for rs in AppsV1Api(api).list_namespaced_replica_set(
+        ns, _request_timeout=10).items
+        if rs.metadata.annotations.get("deployment.kubernetes.io/revision")
+        == dep.metadata.annotations.get("deployment.kubernetes.io/revision")]
+    if dep.status.observed_generation != dep.metadata.generation or len(current) != 1:
+        return "the Deployment controller has not caught up"
+    template = current[0].metadata.labels["pod-template-hash"]
+    # The control plane's own pods (the namespace holds others, such as the isolation probe).
+    selector = ",".join(f"{k}={v}" for k, v in sorted(dep.spec.selector.match_labels.items()))
+    pods = CoreV1Api(api).list_namespaced_pod(ns, label_selector=selector,
+                                              _request_timeout=10).items
+
+    def ready(p: object) -> bool:
+        conds = getattr(getattr(p, "status", None), "conditions", None) or []
+        return any(x.type == "Ready" and x.status == "True" for x in conds)
+
+    new = [p for p in pods if p.metadata.labels.get("pod-template-hash") == template
+           and not p.metadata.deletion_timestamp and ready(p)]
+    if len(new) == replicas and len(pods) == replicas:
+        return None
+    return (f"{len(new)} of {replicas} current pods ready, {len(pods)} pods in all: "
+            + ", ".join(f"{p.metadata.name} {p.status.phase}"
+                        + (" terminating" if p.metadata.deletion_timestamp else "")
+                        for p in pods))
+
+
+def _change_profile(c: Cluster, run: RunPyinfra, profile: str, replicas: int) -> None:
+    """acme to ``profile`` with seed.py as an operator runs it, under a continuous client of
+    acme's API through the edge; every old pod gone, no request of the client failed."""
+    from metalseed.kubeprobe import ApiClient
+
+    tenants = {**TENANTS, "acme": {**TENANTS["acme"], "profile": profile}}
+    # A writer, a lister and a watcher, the writer again 50 ms after each answer.
+    with ApiClient(c, "default", max_seconds=420, pause=0.05,
+                   kubeconfig=admin_conf(c, "acme")) as client:
+        client.wait_steady(count=10, timeout=90)
+        start = time.monotonic()
+        run("deploys/seed.py", "--data", "kubernetes=True", "--data",
+            f"tenants={json.dumps(tenants)}", timeout=600)
+        TIMINGS[f"seed: seed.py, acme to {profile}"] = time.monotonic() - start
+        # seed.py ends once the new pods serve; the client goes on until the old ones are gone
+        # (their API servers' shutdown delay and drain): that is where requests fail if any do.
+        deadline, said = time.monotonic() + 240, _rolled_out(c, "acme", replicas)
+        while said and time.monotonic() < deadline:
+            time.sleep(1)
+            said = _rolled_out(c, "acme", replicas)
+        assert said is None, f"acme at {profile} did not roll out within 240 s: {said}"
+        TIMINGS[f"seed: acme to {profile}, every old pod gone"] = time.monotonic() - start
+        client.wait_resumed(time.monotonic(), count=5, timeout=60)
+        client.finish()
+    print(f"\nacme to {profile}: {client.summary(start)}; errors retried: "
+          f"{[e for lp in client.loops for t, e in lp.errors if t >= start][:12]}")
+    # A failed request: a write (a ConfigMap created) or a list the client did not get done
+    # within its 10 s of retries (each attempt: 1 s to connect, 1 s to read; a connection
+    # error, a timeout, a 429 or a 5xx is retried), or refused with any other 4xx; and every
+    # acknowledged write is there afterwards and was seen by the watcher.
+    assert client.failed(start) == [], client.summary(start)
+    assert client.lost() == [], f"acknowledged writes lost: {client.lost()[:20]}"
+    assert client.unwatched() == [], f"acknowledged writes never watched: {client.unwatched()[:20]}"
+    assert len(client.acked) > 100, client.summary(start)
+
+
+def test_promoting_and_demoting_a_tenant_fails_no_request_of_its_client(
+        seed: Cluster, run: RunPyinfra) -> None:
+    from kubernetes.client import AppsV1Api, PolicyV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    from metalseed.kube.client import api_client
+
+    c = seed
+    apps, policy = AppsV1Api(api_client(c)), PolicyV1Api(api_client(c))
+
+    def apiserver(dep: object) -> object:
+        return next(x for x in dep.spec.template.spec.containers  # type: ignore[attr-defined]
+                    if x.name == "kube-apiserver")
+
+    _change_profile(c, run, "medium", 2)
+    dep = apps.read_namespaced_deployment("control-plane", "tenant-acme")
+    assert dep.spec.replicas == 2
+    assert apiserver(dep).resources.requests == {"cpu": "500m", "memory": "512Mi"}
+    assert "--max-requests-inflight=400" in apiserver(dep).args
+    assert policy.read_namespaced_pod_disruption_budget(
+        "control-plane", "tenant-acme").spec.max_unavailable == 1
+
+    _change_profile(c, run, "small", 1)
+    dep = apps.read_namespaced_deployment("control-plane", "tenant-acme")
+    assert dep.spec.replicas == 1
+    assert apiserver(dep).resources.requests == {"cpu": "250m", "memory": "256Mi"}
+    # Server-side apply never removes an object: seed.py deletes the demoted tenant's PDB.
+    with pytest.raises(ApiException) as gone:
+        policy.read_namespaced_pod_disruption_budget("control-plane", "tenant-acme")
+    assert gone.value.status == 404
 
 
 def test_an_invalid_tenant_spec_is_refused_and_nothing_is_applied(seed: Cluster,

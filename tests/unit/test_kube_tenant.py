@@ -50,6 +50,20 @@ def test_the_api_server_is_confined_to_its_prefix_and_sized_by_its_profile() -> 
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
+def test_a_terminating_api_server_serves_until_the_edge_no_longer_sends_it_anything() -> None:
+    dep = next(o for o in control_plane(inputs()) if o["kind"] == "Deployment")
+    spec = dep["spec"]
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    pod = spec["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    delay = next(int(a.split("=")[1].rstrip("s")) for a in args
+                 if a.startswith("--shutdown-delay-duration="))
+    watches = next(int(a.split("=")[1].rstrip("s")) for a in args
+                   if a.startswith("--shutdown-watch-termination-grace-period="))
+    # The kubelet's SIGKILL comes after the delay and the watches' drain.
+    assert pod["terminationGracePeriodSeconds"] > delay + watches
+
+
 def test_pods_roll_when_the_pki_changes_and_only_then() -> None:
     def checksum(i: ControlPlaneInputs) -> str:
         dep = next(o for o in control_plane(i) if o["kind"] == "Deployment")

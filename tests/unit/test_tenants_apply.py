@@ -104,6 +104,20 @@ def test_only_namespaces_of_tenants_gone_from_the_data_are_removed(tmp_path: Pat
     assert ta.removed(c, live) == ["tenant-initech"]
 
 
+def test_a_demoted_tenants_pdb_is_deleted_and_no_other(tmp_path: Path) -> None:
+    c = seed(tmp_path)  # acme small (one replica), globex medium (two)
+
+    def pdb(ns: str, name: str = "control-plane", tenant: str | None = "x") -> dict[str, Any]:
+        labels = {"metalseed.io/tenant": tenant} if tenant else {}
+        return {"metadata": {"namespace": ns, "name": name, "labels": labels}}
+
+    live = [pdb("tenant-acme"), pdb("tenant-globex"),
+            # Not metalseed's: another name, no tenant label, or a tenant gone from the data
+            # (its whole namespace goes).
+            pdb("tenant-acme", "apps"), pdb("tenant-acme", tenant=None), pdb("tenant-initech")]
+    assert ta.stale_pdbs(c, live) == [("tenant-acme", "control-plane")]
+
+
 def test_a_removed_tenants_pki_is_archived_outside_the_live_store(tmp_path: Path) -> None:
     c = seed(tmp_path)
     init_pki(c, now=NOW)

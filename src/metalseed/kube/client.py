@@ -33,12 +33,14 @@ def admin_kubeconfig(cluster: Cluster) -> Path:
 KEEPALIVE = {"idle": 1, "interval": 1, "count": 2}
 
 
-def api_client(cluster: Cluster) -> Any:
+def api_client(cluster: Cluster, kubeconfig: Path | None = None) -> Any:
+    """A client of the seed's API with the store's admin kubeconfig, or of whatever API
+    ``kubeconfig`` names (a tenant's admin.conf), with the same keepalive."""
     from kubernetes.client import Configuration
     from kubernetes.config import new_client_from_config
     from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 
-    path = admin_kubeconfig(cluster)
+    path = kubeconfig or admin_kubeconfig(cluster)
     if not path.is_file():
         raise KubernetesError(f"no admin kubeconfig at {path} (run `metalseed pki init INVENTORY`)")
     conf = Configuration()

@@ -34,6 +34,17 @@ API_SERVICE = "kube-apiserver"
 """The Service in front of a tenant's API servers (the edge routes the tenant's SNI name to it)."""
 PKI_DIR = "/etc/kubernetes/pki"
 API_PORT = 6443
+DEPLOYMENT = "control-plane"
+PDB = "control-plane"
+# A terminating API server keeps serving this long while its /readyz fails: the seed's
+# endpoint change (the pod is terminating) must reach kube-proxy on every master, the edge's path
+# to the tenant's Service, before the server stops listening, or new connections meet a refusal.
+# Measured under load on the lab seed: see tests/lab/test_seed.py's profile change.
+SHUTDOWN_DELAY_S = 10
+# Then in-flight requests drain and watches get their own grace (--shutdown-watch-termination-
+# grace-period); the kubelet's SIGKILL must come after both, with room on a loaded node.
+WATCH_GRACE_S = 10
+TERMINATION_GRACE_S = SHUTDOWN_DELAY_S + WATCH_GRACE_S + 15
 RUN_AS = 65532
 # Files of the PKI Secret, by the name each component reads.
 PKI_FILES = (
@@ -109,7 +120,12 @@ def apiserver_args(i: ControlPlaneInputs) -> list[str]:
         f"--max-mutating-requests-inflight={p.max_mutating_requests_inflight}",
         "--profiling=false",
         "--allow-privileged=false",
-        "--shutdown-watch-termination-grace-period=10s",
+        f"--shutdown-delay-duration={SHUTDOWN_DELAY_S}s",
+        # Not --shutdown-send-retry-after: its 429 carries "Retry-After: 5", which the python
+        # client and client-go honour, so a client still on a kept-alive connection to the old
+        # pod stalls 5 s (seen in the lab: a 5.6 s gap in lists). Without it, the server closes
+        # idle connections after the delay and the client reconnects at once, to a serving pod.
+        f"--shutdown-watch-termination-grace-period={WATCH_GRACE_S}s",
     ]
 
 
@@ -181,6 +197,7 @@ def control_plane(i: ControlPlaneInputs) -> list[Obj]:
     pod_spec: Obj = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
                             "fsGroup": RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [
@@ -203,7 +220,7 @@ def control_plane(i: ControlPlaneInputs) -> list[Obj]:
          "metadata": {"name": PKI_SECRET, **meta},
          "data": {name: _b64(i.pki[name]) for name in PKI_FILES}},
         {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": "control-plane", **meta},
+         "metadata": {"name": DEPLOYMENT, **meta},
          "spec": {
              "replicas": p.replicas,
              "selector": {"matchLabels": selector},
@@ -224,7 +241,7 @@ def control_plane(i: ControlPlaneInputs) -> list[Obj]:
     ]
     if p.replicas > 1:
         objects.append({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-                        "metadata": {"name": "control-plane", **meta},
+                        "metadata": {"name": PDB, **meta},
                         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}}})
     return objects
 

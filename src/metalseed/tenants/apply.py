@@ -19,11 +19,12 @@ from metalseed.errors import ArtifactError, DeployError, HealthCheckError, Kuber
 from metalseed.kube import apply as ka
 from metalseed.kube import client as kc
 from metalseed.kube import openapi
-from metalseed.kube.tenant import PKI_FILES, TENANT_LABEL, ControlPlaneInputs, control_plane
+from metalseed.kube.tenant import PDB, PKI_FILES, TENANT_LABEL, ControlPlaneInputs, control_plane
 from metalseed.model import Cluster
 from metalseed.pki.issue import store_for
 from metalseed.pki.profiles import tenant_dir
 from metalseed.tenants import datastore as ds
+from metalseed.tenants.profiles import PROFILES
 from metalseed.tenants.spec import TenantSpec
 
 APPLY_OP = "seed: tenant control planes (server-side apply)"
@@ -170,10 +171,31 @@ def wait_ready(cluster: Cluster, timeout: float = READY_TIMEOUT) -> None:
         time.sleep(kc.POLL)
 
 
+def stale_pdbs(cluster: Cluster, pdbs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(namespace, name) of each tenant PodDisruptionBudget of a tenant still in the data whose
+    profile no longer has one (demoted to one replica): server-side apply adds and changes
+    objects, it never removes one the rendering stopped producing."""
+    wanted = {t.namespace: PROFILES[t.profile].replicas > 1 for t in cluster.tenants}
+    out = []
+    for pdb in pdbs:
+        meta = pdb.get("metadata") or {}
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        if name == PDB and (meta.get("labels") or {}).get(TENANT_LABEL) and \
+                wanted.get(ns) is False:
+            out.append((ns, name))
+    return sorted(out)
+
+
+def _pdbs(cluster: Cluster) -> list[dict[str, Any]]:
+    dyn = kc.dynamic(kc.api_client(cluster))
+    return ka._list(dyn, "policy/v1", "PodDisruptionBudget", label_selector=TENANT_LABEL)
+
+
 @operation()
 def apply_tenants(cluster: Cluster) -> Generator[Any, None, None]:
-    """Apply every tenant's objects where any would change (call with ``_run_once=True``);
-    decided when the run is prepared by a server-side dry run, so a converged seed reports none."""
+    """Apply every tenant's objects where any would change, and delete a demoted tenant's
+    PodDisruptionBudget (call with ``_run_once=True``); decided when the run is prepared by a
+    server-side dry run, so a converged seed reports none."""
     cache: dict[str, list[str]] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
     if APPLY_OP not in cache:
         try:
@@ -182,6 +204,11 @@ def apply_tenants(cluster: Cluster) -> Generator[Any, None, None]:
             # A dry run before the store holds the material: all of it would be applied.
             todo = objects(cluster, placeholder_pki=True)
         cache[APPLY_OP] = ka.pending(cluster, todo)
+        try:
+            stale = stale_pdbs(cluster, _pdbs(cluster))
+        except KubernetesError:
+            stale = []  # the API does not answer (yet): no PDB is known to be left over
+        cache[APPLY_OP] += [f"PodDisruptionBudget {ns}/{n} (delete)" for ns, n in stale]
     if not host.state.is_executing and cache[APPLY_OP]:
         host.log(f"would apply: {', '.join(cache[APPLY_OP])}")
     if cache[APPLY_OP]:
@@ -192,6 +219,15 @@ def _apply(cluster: Cluster) -> None:
     objs = objects(cluster)
     openapi.validate(objs, openapi.load(cluster.mirror_dir))
     ka.apply(cluster, objs)
+    from kubernetes.client import PolicyV1Api
+
+    policy = PolicyV1Api(kc.api_client(cluster))
+    for ns, name in stale_pdbs(cluster, _pdbs(cluster)):
+        def delete(ns: str = ns, name: str = name) -> Any:
+            return policy.delete_namespaced_pod_disruption_budget(
+                name, ns, _request_timeout=kc.REQUEST_TIMEOUT)
+
+        kc.translated(f"deleting PodDisruptionBudget {ns}/{name}", delete)
 
 
 def removed(cluster: Cluster, namespaces: list[dict[str, Any]]) -> list[str]:
