@@ -11,7 +11,10 @@ With ``--seed-lab NAME``, figures of a lab seed instead (a lab booted with `meta
 --seed` on which inventory/lab-seed.py's deploys/cluster.py has run): per run, both tenants are
 removed (seed.py with no tenants), then deploys/seed.py is started with inventory/lab-seed.py's
 tenants while a thread per tenant polls its /readyz through the edge with its admin.conf: the
-time from seed.py's start to each tenant's first "ok". Then the memory of each tenant's control
+time from seed.py's start to each tenant's first "ok", and where that time went: when seed.py's
+output (unbuffered, read as it comes) reached each of its phases (PHASES), and when each tenant's
+pod was created, scheduled, its API server container started and the pod Ready (the seed's
+timestamps, whole seconds). Then the memory of each tenant's control
 plane: the PSS of every process in its pod's cgroup on its worker (smaps_rollup), beside the
 anchor read the same way in the same run, the seed's own kube-apiserver, kube-controller-manager
 and kube-scheduler on m1. Medians.
@@ -100,18 +103,78 @@ done
 SEED_UNITS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
-def _seed_py(lab: str, log: Path, *data: str) -> float:
+# Lines of pyinfra's output that mark where a seed.py run is: (phase, text the line holds).
+PHASES = (
+    ("pyinfra loaded", "--> Loading inventory"),
+    ("hosts connected", "--> Preparing operation files"),
+    ("operations prepared", "--> Beginning operation run"),
+    ("datastore users and roles", "datastore: authentication, tenant users and roles"),
+    ("objects applied (start)", "seed: tenant control planes (server-side apply)"),
+    ("wait for the APIs (start)", "seed: every tenant's API answers"),
+)
+
+
+def _seed_py(lab: str, log: Path, *data: str) -> tuple[float, dict[str, float]]:
+    """seed.py's duration, and when (seconds from its start) its output reached each phase."""
     start = time.monotonic()
-    # Output to a file, not a pipe: nothing the run leaves behind can hold the bench up.
-    with log.open("w") as out:
-        proc = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), "-y", SEED_INVENTORY,
-                               "deploys/seed.py", "--data", "kubernetes=true", *data],
-                              cwd=REPO, env={**os.environ, "METALSEED_LAB": lab},
-                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                              timeout=900, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"seed.py failed ({proc.returncode}): see {log}")
-    return time.monotonic() - start
+    marks: dict[str, float] = {}
+    # Unbuffered, read line by line: the time a line appears is the time pyinfra got there.
+    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "pyinfra"), "-y", SEED_INVENTORY,
+                             "deploys/seed.py", "--data", "kubernetes=true", *data],
+                            cwd=REPO, env={**os.environ, "METALSEED_LAB": lab,
+                                           "PYTHONUNBUFFERED": "1"},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def read() -> None:
+        assert proc.stdout is not None
+        with log.open("w") as out:
+            for line in proc.stdout:
+                now = time.monotonic() - start
+                out.write(f"{now:7.2f} {line}")
+                for phase, text in PHASES:
+                    if phase not in marks and text in line:
+                        marks[phase] = now
+
+    # A thread reads, so whatever the run leaves holding the pipe cannot hold the bench up.
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    code = proc.wait(timeout=900)
+    reader.join(timeout=10)
+    if code != 0:
+        raise SystemExit(f"seed.py failed ({code}): see {log}")
+    return time.monotonic() - start, marks
+
+
+def _control_plane(tenant: str) -> str:
+    # The control plane's pods only: the namespace holds others (the isolation probe).
+    return f"metalseed.io/tenant={tenant},app.kubernetes.io/component=control-plane"
+
+
+def _pod_marks(cluster: Any, names: list[str], wall_start: float) -> dict[str, dict[str, float]]:
+    """Per tenant, when (seconds from seed.py's start, by the seed's clock: the lab's machines
+    share the host's) its pod was created, scheduled, its API server container started and the
+    pod Ready. The API's timestamps have whole seconds."""
+    from kubernetes.client import CoreV1Api
+
+    from metalseed.kube import client as kc
+
+    core = CoreV1Api(kc.api_client(cluster))
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        pods = core.list_namespaced_pod(f"tenant-{name}", label_selector=_control_plane(name)).items
+        if not pods:
+            continue
+        p = min(pods, key=lambda x: x.metadata.creation_timestamp)
+        marks = {"pod created": p.metadata.creation_timestamp.timestamp()}
+        for cond in p.status.conditions or []:
+            if cond.type in ("PodScheduled", "Ready") and cond.status == "True":
+                marks[f"pod {cond.type}"] = cond.last_transition_time.timestamp()
+        for st in p.status.container_statuses or []:
+            if st.name == "kube-apiserver" and st.state.running:
+                marks["apiserver started"] = st.state.running.started_at.timestamp()
+        out[name] = {k: v - wall_start for k, v in marks.items()}
+    return out
 
 
 def _pss(lab: Lab, machine: str, cgroup: str) -> dict[str, int]:
@@ -162,11 +225,12 @@ def seed_figures(lab_name: str, runs: int) -> None:
     removals: list[float] = []
     logs = Path("/tmp") / f"bench-tenants-{lab_name}"
     logs.mkdir(exist_ok=True)
+    phases: dict[str, list[float]] = {}
     for run in range(runs):  # none with --seed-runs 0: the memory figures alone
-        removals.append(_seed_py(lab_name, logs / f"remove-{run}.log", "--data", "tenants={}"))
+        removals.append(_seed_py(lab_name, logs / f"remove-{run}.log", "--data", "tenants={}")[0])
         assert not any(admin_kubeconfig(cluster, n).exists() for n in names), "not removed"
         seen: dict[str, float] = {}
-        start = time.monotonic()
+        start, wall_start = time.monotonic(), time.time()
         done = threading.Event()
 
         def poll(name: str, start: float, seen: dict[str, float],
@@ -191,7 +255,8 @@ def seed_figures(lab_name: str, runs: int) -> None:
         for t in threads:
             t.start()
         try:
-            totals.append(_seed_py(lab_name, logs / f"seed-{run}.log"))
+            took, marks = _seed_py(lab_name, logs / f"seed-{run}.log")
+            totals.append(took)
             print(f"  {time.monotonic() - start:5.1f} s seed.py ended", flush=True)
             for t in threads:
                 t.join(timeout=60)
@@ -201,10 +266,21 @@ def seed_figures(lab_name: str, runs: int) -> None:
         assert not missing, f"run {run}: no /readyz ok from {sorted(missing)}"
         for n in names:
             answered[n].append(seen[n])
+        pods = _pod_marks(cluster, names, wall_start)
+        for n in names:
+            marks[f"{n}: API answers through the edge"] = seen[n]
+            marks.update({f"{n}: {k}": v for k, v in pods.get(n, {}).items()})
+        for k, v in marks.items():
+            phases.setdefault(k, []).append(v)
+        print("  where the time went (s from seed.py's start): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in sorted(marks.items(), key=lambda kv: kv[1])), flush=True)
         print(f"run {run + 1}: removal {removals[-1]:.1f} s, seed.py {totals[-1]:.1f} s, "
               + ", ".join(f"{n} answered at {seen[n]:.1f} s" for n in names), flush=True)
     if runs_deploy := len(totals):
         _print_deploy(names, answered, totals, removals, runs_deploy)
+        print(f"  phases, median of {runs_deploy} (s from seed.py's start): " + ", ".join(
+            f"{k} {statistics.median(v):.1f}" for k, v in sorted(
+                phases.items(), key=lambda kv: statistics.median(kv[1]))))
     _print_memory(lab, cluster, names, max(runs, 3))
 
 
@@ -231,8 +307,7 @@ def _print_memory(lab: Lab, cluster: Any, names: list[str], runs: int) -> None:
     detail: dict[str, dict[str, int]] = {}
     for _ in range(runs):
         for t in cluster.tenants:
-            pods = core.list_namespaced_pod(t.namespace, label_selector=f"metalseed.io/tenant={t.name}"
-                                            ).items
+            pods = core.list_namespaced_pod(t.namespace, label_selector=_control_plane(t.name)).items
             running = [p for p in pods if p.status.phase == "Running"]
             total = 0
             for p in running:

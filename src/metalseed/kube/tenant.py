@@ -182,7 +182,9 @@ def _probes(path: str, port: int) -> Obj:
         if initial:
             probe["initialDelaySeconds"] = initial
         return probe
-    return {"readinessProbe": get(path, 3, 2), "livenessProbe": get("/livez" if port == API_PORT
+    # Readiness every second: a new API server's first /readyz ok is what puts it behind the
+    # tenant's Service (its first answer through the edge, a roll's next step).
+    return {"readinessProbe": get(path, 3, 1), "livenessProbe": get("/livez" if port == API_PORT
                                                                    else "/healthz", 8, 10, 15)}
 
 

@@ -27,4 +27,8 @@ def render(cluster_name: str, server: str, user: str, ca_pem: bytes, cert_pem: b
         "current-context": context,
         "preferences": {},
     }
-    return yaml.safe_dump(doc, sort_keys=False).encode()
+    # libyaml's emitter where PyYAML has it: the same bytes, faster on the long base64 scalars;
+    # every deploy's init_pki renders each kubeconfig of the store to compare it with the file
+    # (seen: 83 % of a converged init_pki with two tenants, 1.6 s -> 0.9 s at load 23).
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(doc, Dumper=dumper, sort_keys=False).encode()
