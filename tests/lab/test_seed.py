@@ -343,6 +343,11 @@ def test_removing_a_tenant_deletes_its_control_plane_and_route_and_archives_its_
     ns = kubectl(c, seed_conf, "get", "namespace", "tenant-globex", check=False)
     assert ns.returncode != 0 and "NotFound" in ns.stderr, ns.stdout + ns.stderr
     assert not (c.pki_dir / "tenants" / "globex").exists()
+    # Its policies went with its namespace; acme's are all there.
+    policies = json.loads(kubectl(c, seed_conf, "get", "networkpolicies", "-A", "-o",
+                                  "json").stdout)["items"]
+    assert not [p for p in policies if p["metadata"]["namespace"] == "tenant-globex"]
+    assert len([p for p in policies if p["metadata"]["namespace"] == "tenant-acme"]) == 4
     archived = list((c.pki_dir.with_name(c.pki_dir.name + ".archive") / "tenants").glob("globex-*"))
     assert len(archived) == 1 and (archived[0] / "admin.conf").read_bytes() == globex_conf
     # Its endpoint name is no route any more: nginx sends it to the seed's API servers, whose

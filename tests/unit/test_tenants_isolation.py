@@ -66,6 +66,14 @@ def test_no_policy_of_a_tenant_names_another(render: Any) -> None:
         assert other.name not in text and me.namespace in text
 
 
+@pytest.mark.parametrize("render", [iso.all_cilium, iso.all_network_policies])
+def test_a_tenant_added_later_leaves_the_others_policies_as_they_were(render: Any) -> None:
+    initech = TenantSpec("initech", "small", "v1.36.3")
+    before = render([ACME, GLOBEX], INPUTS)
+    after = render([ACME, GLOBEX, initech], INPUTS)
+    assert [p for p in after if p["metadata"].get("namespace") != initech.namespace] == before
+
+
 def _rules(policy: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return list(policy["spec"].get(key) or [])
 

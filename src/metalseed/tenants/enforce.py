@@ -23,6 +23,7 @@ from metalseed.kube import apply as ka
 from metalseed.kube import client as kc
 from metalseed.kube import crd, netpol, openapi
 from metalseed.kube.tenant import TENANT_LABEL
+from metalseed.kube.tenant import labels as tenant_labels
 from metalseed.model import Cluster
 from metalseed.tenants import isolation as iso
 from metalseed.tenants.spec import TenantSpec
@@ -56,12 +57,14 @@ def probe_deployment(tenant: TenantSpec, image: str) -> dict[str, Any]:
     """One pod that only waits: ``agnhost connect`` runs in it (exec) to probe what the tenant's
     control plane may and may not reach. Restricted, as the namespace enforces. A Deployment, not
     a bare Pod: a Pod's spec cannot change, a Deployment's template rolls."""
-    labels = {TENANT_LABEL: tenant.name, iso.COMPONENT_LABEL: iso.PROBE}
+    selector = {TENANT_LABEL: tenant.name, iso.COMPONENT_LABEL: iso.PROBE}
+    # The tenant's own labels too, as on every object of its namespace (kube.tenant.labels).
+    labels = {**tenant_labels(tenant), **selector}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": PROBE_POD, "namespace": tenant.namespace,
                      "labels": {**labels, **iso.MANAGED_BY}},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+        "spec": {"replicas": 1, "selector": {"matchLabels": selector}, "template": {
             "metadata": {"labels": labels},
             "spec": {
                 "automountServiceAccountToken": False, "enableServiceLinks": False,
@@ -85,17 +88,17 @@ def probe_deployment(tenant: TenantSpec, image: str) -> dict[str, Any]:
 
 def pod_cidrs(cluster: Cluster) -> tuple[ipaddress.IPv4Network, ...]:
     """The seed's nodes' podCIDRs as the API has them ([] when it does not answer yet)."""
+    from kubernetes import client
+
     try:
-        dyn = kc.dynamic(kc.api_client(cluster))
-        nodes = ka._list(dyn, "v1", "Node")
+        # The typed client: no API discovery (seconds on a loaded seed).
+        core = client.CoreV1Api(kc.api_client(cluster))
+        nodes = kc.translated("listing Nodes", lambda: core.list_node(
+            _request_timeout=kc.REQUEST_TIMEOUT)).items
     except KubernetesError:
         return ()
-    out = []
-    for n in nodes:
-        cidr = (n.get("spec") or {}).get("podCIDR")
-        if cidr:
-            out.append(ipaddress.IPv4Network(cidr))
-    return tuple(sorted(out))
+    return tuple(sorted(ipaddress.IPv4Network(n.spec.pod_cidr) for n in nodes
+                        if n.spec is not None and n.spec.pod_cidr))
 
 
 def objects(cluster: Cluster, cidrs: tuple[ipaddress.IPv4Network, ...] | None = None,

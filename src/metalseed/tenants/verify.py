@@ -153,23 +153,28 @@ def format_table(probes: list[Probe]) -> str:
 
 
 def facts(cluster: Cluster) -> SeedFacts:
-    from metalseed.kube import apply as ka
+    from kubernetes import client
+
     from metalseed.kube import client as kc
     from metalseed.kube.tenant import API_SERVICE, TENANT_LABEL
 
-    dyn = kc.dynamic(kc.api_client(cluster))
+    # The typed client, not the dynamic one: no API discovery (seconds on a loaded seed).
+    core = client.CoreV1Api(kc.api_client(cluster))
     pods: dict[str, tuple[str, ...]] = {}
     services: dict[str, str] = {}
     for t in cluster.tenants:
-        items = ka._list(dyn, "v1", "Pod", namespace=t.namespace,
-                         label_selector=f"{TENANT_LABEL}={t.name},{iso.COMPONENT_LABEL}="
-                         f"{iso.CONTROL_PLANE}")
-        pods[t.name] = tuple(sorted(ip for p in items
-                                    if (ip := (p.get("status") or {}).get("podIP"))))
-        svc = [s for s in ka._list(dyn, "v1", "Service", namespace=t.namespace)
-               if s["metadata"]["name"] == API_SERVICE]
-        if svc and svc[0]["spec"].get("clusterIP"):
-            services[t.name] = svc[0]["spec"]["clusterIP"]
+        items = kc.translated(f"listing the control plane pods of {t.namespace}", lambda: (
+            core.list_namespaced_pod(t.namespace, label_selector=f"{TENANT_LABEL}={t.name},"  # noqa: B023
+                                     f"{iso.COMPONENT_LABEL}={iso.CONTROL_PLANE}",
+                                     _request_timeout=kc.REQUEST_TIMEOUT))).items
+        pods[t.name] = tuple(sorted(p.status.pod_ip for p in items
+                                    if p.status is not None and p.status.pod_ip))
+        svcs = kc.translated(f"listing the Services of {t.namespace}", lambda: (
+            core.list_namespaced_service(t.namespace, _request_timeout=kc.REQUEST_TIMEOUT))).items  # noqa: B023
+        ips = [s.spec.cluster_ip for s in svcs if s.metadata is not None and s.spec is not None
+               and s.metadata.name == API_SERVICE and s.spec.cluster_ip]
+        if ips:
+            services[t.name] = ips[0]
     return SeedFacts(pods, services)
 
 
@@ -287,10 +292,11 @@ def _edge(cluster: Cluster, tenant: str) -> str:
 
 def run(cluster: Cluster) -> tuple[list[Probe], float]:
     """Every probe of :func:`plan`, run in parallel (one exec per tenant); the seconds it took."""
-    from metalseed.tenants.enforce import inputs, pod_cidrs
+    from metalseed.tenants.enforce import inputs
 
     start = time.monotonic()
-    probes = plan(cluster, facts(cluster), inputs(cluster, pod_cidrs(cluster)))
+    # The nodes' podCIDRs matter to the policies, not to what is probed.
+    probes = plan(cluster, facts(cluster), inputs(cluster))
     seen: dict[tuple[str, str], str] = {}
 
     def one(source: str) -> dict[tuple[str, str], str]:
