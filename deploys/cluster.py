@@ -19,7 +19,8 @@ from metalseed.deploys.summary import summary
 from metalseed.model import cluster_from_inventory
 
 _cluster = cluster_from_inventory(host.inventory)
-if not _cluster.is_datastore_host(host.name):  # datastore members are no Kubernetes nodes
+# Datastore members are no Kubernetes nodes; tenant workers join their tenant (deploys/seed.py).
+if not _cluster.is_datastore_host(host.name) and not _cluster.is_tenant_worker_host(host.name):
     etcd()
     edge()
     certcheck()

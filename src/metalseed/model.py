@@ -57,7 +57,7 @@ class Node:
     name: str
     """Kubernetes node name (RFC 1123 subdomain); also the etcd member name on masters."""
     address: IPv4
-    role: str  # "master" | "worker" | "datastore"
+    role: str  # "master" | "worker" | "datastore" | "tenant-worker"
     inventory_name: str
     """The pyinfra host name this node came from."""
 
@@ -144,6 +144,10 @@ class KubernetesSettings:
 
 
 DATASTORE_GROUP = "datastore"
+TENANT_WORKERS_GROUP = "tenant_workers"
+"""Hosts that join a tenant's control plane (each named by one tenant's ``workers``): nodes of
+that tenant's cluster, never of the seed."""
+TENANT_WORKER = "tenant-worker"
 DATASTORE_ROOT_USER = "root"
 """etcd's own superuser name: the CN of the datastore's administration certificate."""
 
@@ -198,6 +202,9 @@ class Cluster:
     tenant_domain: str = ""
     """Tenant API endpoints are ``<tenant>.<tenant_domain>``: the SAN of each tenant's API server
     certificate and the SNI name the edge routes to that tenant."""
+    tenant_workers: tuple[Node, ...] = ()
+    """The ``tenant_workers`` group: each host a node of the one tenant whose ``workers`` name it,
+    none of the seed's."""
 
     def tenant(self, name: str) -> TenantSpec:
         for t in self.tenants:
@@ -238,6 +245,24 @@ class Cluster:
                              "inventory for a tenant datastore")
         return replace(self, masters=self.datastore.members, workers=(), etcd=self.datastore.etcd,
                        datastore=None)
+
+    def is_tenant_worker_host(self, name: str) -> bool:
+        """Whether the inventory host ``name`` joins a tenant's cluster (not a seed node)."""
+        return any(name in (n.name, n.inventory_name) for n in self.tenant_workers)
+
+    def tenant_worker(self, name: str) -> tuple[TenantSpec, Node]:
+        """The tenant the host ``name`` works for and its node; KeyError if it is none's."""
+        for n in self.tenant_workers:
+            if name in (n.name, n.inventory_name):
+                for t in self.tenants:
+                    if n.inventory_name in t.workers:
+                        return t, n
+        raise KeyError(name)
+
+    def workers_of(self, tenant: str) -> tuple[Node, ...]:
+        """The nodes of ``tenant``'s cluster, in the order its ``workers`` name them."""
+        by_host = {n.inventory_name: n for n in self.tenant_workers}
+        return tuple(by_host[h] for h in self.tenant(tenant).workers if h in by_host)
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -618,15 +643,18 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
     masters = [h for h in hosts if "masters" in h.groups]
     workers = [h for h in hosts if "workers" in h.groups]
     datastore = [h for h in hosts if DATASTORE_GROUP in h.groups]
+    tenant_workers = [h for h in hosts if TENANT_WORKERS_GROUP in h.groups]
     for h in hosts:
-        mine = [g for g in ("masters", "workers", DATASTORE_GROUP) if g in h.groups]
+        mine = [g for g in ("masters", "workers", DATASTORE_GROUP, TENANT_WORKERS_GROUP)
+                if g in h.groups]
         if len(mine) > 1:
-            err("groups", " and ".join(mine), "a host in exactly one of masters, workers and "
-                "datastore (a datastore member is no Kubernetes node, and shares no host with the "
-                "cluster's etcd)", h.inventory_name)
+            err("groups", " and ".join(mine), "a host in exactly one of masters, workers, "
+                "datastore and tenant_workers (a datastore member is no Kubernetes node, and "
+                "shares no host with the cluster's etcd; a tenant's worker is a node of that "
+                "tenant's cluster, never of the seed)", h.inventory_name)
         elif not mine:
-            err("groups", list(h.groups), "the host in the 'masters', 'workers' or 'datastore' "
-                "group", h.inventory_name)
+            err("groups", list(h.groups), "the host in the 'masters', 'workers', 'datastore' or "
+                "'tenant_workers' group", h.inventory_name)
     if len(masters) % 2 == 0:
         err("masters", len(masters),
             "an odd number of masters (1 for a lab, 3 recommended, 5 for large clusters)")
@@ -663,7 +691,8 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
                 err(key, h.data[key], str(e))
 
     nodes: list[Node] = []
-    for role, group in (("master", masters), ("worker", workers), ("datastore", datastore)):
+    for role, group in (("master", masters), ("worker", workers), ("datastore", datastore),
+                        (TENANT_WORKER, tenant_workers)):
         for h in group:
             name = h.data.get("node_name") or h.inventory_name
             try:
@@ -692,6 +721,7 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             errors.extend(e.errors)
         except ModelError as e:
             errors.append(e)
+    _check_tenant_workers(tenants, hosts, err)
     if tenants and not raw.get("kubernetes"):
         err("tenants", sorted(t.name for t in tenants),
             "tenants only on a seed: a cluster with kubernetes = True")
@@ -766,7 +796,33 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
         containerd_restrict_oom_score_adj=raw["containerd_restrict_oom_score_adj"],
         tenants=tenants,
         tenant_domain=tenant_domain,
+        tenant_workers=tuple(n for n in nodes if n.role == TENANT_WORKER),
     )
+
+
+def _check_tenant_workers(tenants: tuple[TenantSpec, ...], hosts: list[_HostInput],
+                          err: Callable[..., None]) -> None:
+    """A tenant's workers are hosts of the tenant_workers group (a seed node joining a tenant's
+    control plane would be a node of two clusters at once: its kubelet, kube-proxy and flanneld
+    are the seed's), and every such host works for a tenant."""
+    group_of = {h.inventory_name: h.groups for h in hosts}
+    claimed: set[str] = set()
+    for t in tenants:
+        for w in t.workers:
+            groups = group_of.get(w, ())
+            claimed.add(w)
+            if TENANT_WORKERS_GROUP in groups:
+                continue
+            seed = [g for g in ("masters", "workers", DATASTORE_GROUP) if g in groups]
+            if seed:
+                err(f"tenants[{t.name!r}].workers", w, f"a host of the '{TENANT_WORKERS_GROUP}' "
+                    f"group: {w} is in '{seed[0]}', a host of the seed, and a tenant's worker must "
+                    "not be one (move it to tenant_workers)")
+    for h in hosts:
+        if TENANT_WORKERS_GROUP in h.groups and h.inventory_name not in claimed:
+            err("tenants", sorted(t.name for t in tenants), f"a tenant whose 'workers' name "
+                f"{h.inventory_name} (a host of '{TENANT_WORKERS_GROUP}' that no tenant lists)",
+                h.inventory_name)
 
 
 def _check_nodes(nodes: list[Node], raw: dict[str, Any], err: Callable[..., None]) -> None:

@@ -41,7 +41,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @contextmanager
 def booted_lab(name: str, masters: int = MASTERS, workers: int = WORKERS,
-               datastore: int = 0) -> Iterator[Lab]:
+               datastore: int = 0, tenant_workers: int = 0) -> Iterator[Lab]:
     """A lab of 3 masters and 2 workers (or the shape given) named ``name``, with a PKI store as
     new as its machines, ``$METALSEED_LAB`` pointing at it while it lives, removed at the end
     whatever happens."""
@@ -67,7 +67,7 @@ def booted_lab(name: str, masters: int = MASTERS, workers: int = WORKERS,
         # with a PKI store of its own as new as its machines.
         the_lab.down()
         shutil.rmtree(REPO / "pki" / name, ignore_errors=True)
-        the_lab.up(masters, workers, datastore=datastore)
+        the_lab.up(masters, workers, datastore=datastore, tenant_workers=tenant_workers)
         yield the_lab
     finally:
         the_lab.down()

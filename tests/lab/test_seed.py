@@ -1,14 +1,16 @@
 """A seed with two tenants, acme and globex, on real machines: a lab of its own (1 master, 2
 workers, 1 datastore machine: the tenants' control planes need the datastore's etcd on the seed's
 network, and a medium acme beside a small globex needs two workers' CPU, see
-test_promoting_and_demoting_a_tenant_fails_no_request_of_its_client), taken from bare machines by
-deploys/cluster.py and then deploys/seed.py as an operator runs them. Each tenant's API answers
-through the edge (the VIP, by SNI) with its own admin.conf and the mirror's kubectl; acme's
-credentials are refused by globex's API; a name the edge does not route still reaches the seed's
-own API; what one tenant writes the other does not see; a rerun changes nothing; acme promoted
-to medium and demoted back under a continuous client of its API fails none of its requests; an
-invalid tenant spec is refused before anything is applied; a tenant removed from the data loses
-its namespace and its route, its PKI archived, the other unaffected.
+test_promoting_and_demoting_a_tenant_fails_no_request_of_its_client; 1 tenant worker, t1,
+acme's), taken from bare machines by deploys/cluster.py and then deploys/seed.py as an operator
+runs them. Each tenant's API answers through the edge (the VIP, by SNI) with its own admin.conf
+and the mirror's kubectl; acme's credentials are refused by globex's API; a name the edge does
+not route still reaches the seed's own API; what one tenant writes the other does not see; acme's
+worker is Ready in acme's API (and no node of the seed's or globex's), runs a pod whose logs and
+exec work through acme's admin.conf; a rerun changes nothing; acme promoted to medium and demoted
+back under a continuous client of its API fails none of its requests; an invalid tenant spec is
+refused before anything is applied; a tenant removed from the data loses its namespace and its
+route, its PKI archived, the other unaffected.
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ from metalseed.lab import Lab
 from metalseed.lab.inventory import pyinfra_inventory
 from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.probe import pyinfra_totals
-from tests.lab.kube import NEEDED, TIMINGS, RunPyinfra, mirror_components
+from tests.lab.kube import NEEDED, TIMINGS, RunPyinfra, agnhost_image, mirror_components
 from tests.lab.labs import REPO, TEST_LAB, booted_lab, pyinfra_runner
 
 pytestmark = [pytest.mark.lab, pytest.mark.kube]
 
 SEED_LAB = os.environ.get("METALSEED_TEST_SEED_LAB") or f"{TEST_LAB}s"
-TENANTS = {"acme": {"labels": {"team": "payments"}}, "globex": {}}
+TENANTS = {"acme": {"labels": {"team": "payments"}, "workers": ["t1"]}, "globex": {}}
 DATA = ("--data", "kubernetes=True", "--data", f"tenants={json.dumps(TENANTS)}")
 
 
@@ -48,7 +50,8 @@ def lab() -> Iterator[Lab]:
     # Two workers: each lab machine has the host's 2 CPUs allocatable; acme medium (2 x 800m
     # requested) beside globex small (400m), the seed's own pods and a surge pod during the roll
     # do not fit one.
-    with booted_lab(SEED_LAB, masters=1, workers=2, datastore=1) as the_lab:
+    with booted_lab(SEED_LAB, masters=1, workers=2, datastore=1,
+                    tenant_workers=1) as the_lab:
         state = the_lab.require_state()
         mirror = Path(state.mirror_root) if state.mirror_root else None
         missing = sorted(set(NEEDED) - (mirror_components(mirror) if mirror else set()))
@@ -75,16 +78,18 @@ def seed(lab: Lab, run: RunPyinfra) -> Cluster:
     TIMINGS["seed: bare machines -> Kubernetes and datastore (cluster.py)"] = time.monotonic() - start
     start = time.monotonic()
     run("deploys/seed.py", *DATA, timeout=600)
-    TIMINGS["seed: seed.py -> both tenant APIs answer through the edge"] = time.monotonic() - start
+    TIMINGS["seed: seed.py -> both tenant APIs answer through the edge, acme's worker Ready"] = (
+        time.monotonic() - start)
     print(f"\n{TIMINGS}")
     return cluster
 
 
-def kubectl(c: Cluster, conf: Path, *args: str, check: bool = True
-            ) -> subprocess.CompletedProcess[str]:
+def kubectl(c: Cluster, conf: Path, *args: str, check: bool = True, input: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
     argv = [str(c.mirror_dir / "bin" / "kubectl"), "--kubeconfig", str(conf),
             "--request-timeout=20s", *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          input=input)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
     return proc
@@ -116,6 +121,50 @@ def test_each_tenant_api_answers_through_the_edge_with_its_own_admin_conf(seed: 
                               "metalseed.io/tenant=acme,app.kubernetes.io/component=control-plane",
                               "-o", "json").stdout)["items"]
     assert pods and all(p["metadata"]["labels"]["team"] == "payments" for p in pods)
+
+
+POD = """apiVersion: v1
+kind: Pod
+metadata: {{name: hello, namespace: default}}
+spec:
+  containers:
+    - name: agnhost
+      image: {image}
+      args: ["netexec", "--http-port=8080"]
+      readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
+"""
+
+
+def test_acmes_worker_joins_acme_and_runs_a_pod_whose_logs_and_exec_work(seed: Cluster) -> None:
+    c = seed
+    acme = admin_conf(c, "acme")
+    nodes = json.loads(kubectl(c, acme, "get", "nodes", "-o", "json").stdout)["items"]
+    assert [n["metadata"]["name"] for n in nodes] == ["t1"]
+    [t1] = nodes
+    ready = {x["type"]: x["status"] for x in t1["status"]["conditions"]}
+    assert ready["Ready"] == "True", t1["status"]["conditions"]
+    # The address the tenant's API server dials for logs and exec; its pod CIDR from acme's
+    # controller-manager.
+    assert {"type": "InternalIP", "address": str(c.workers_of("acme")[0].address)} in (
+        t1["status"]["addresses"])
+    assert t1["spec"].get("podCIDR"), t1["spec"]
+    # globex's cluster has no node at all; the seed's has only its own.
+    assert kubectl(c, admin_conf(c, "globex"), "get", "nodes", "-o", "name").stdout.split() == []
+    seed_nodes = kubectl(c, c.pki_dir / "kubeconfig" / "admin.conf", "get", "nodes", "-o",
+                         "name").stdout.split()
+    assert "node/t1" not in seed_nodes, seed_nodes
+
+    start = time.monotonic()
+    kubectl(c, acme, "apply", "-f", "-", input=POD.format(image=agnhost_image(c)))
+    kubectl(c, acme, "wait", "--for=condition=Ready", "pod/hello", "--timeout=120s", timeout=150)
+    TIMINGS["seed: a pod on acme's worker Ready"] = time.monotonic() - start
+    pod = json.loads(kubectl(c, acme, "get", "pod", "hello", "-o", "json").stdout)
+    assert pod["spec"]["nodeName"] == "t1"
+    # Logs and exec: acme's API server (a pod on the seed) dials t1's kubelet.
+    logs = kubectl(c, acme, "logs", "hello").stdout
+    assert "Started HTTP server on port 8080" in logs, logs
+    out = kubectl(c, acme, "exec", "hello", "--", "cat", "/etc/hostname").stdout.strip()
+    assert out == "hello", out
 
 
 def test_what_one_tenant_writes_the_other_does_not_see(seed: Cluster) -> None:

@@ -89,9 +89,9 @@ def test_the_table() -> None:
     bad = ts.evaluate("tm", healthy_obs("globex", ready="503 [-]etcd failed"), NOW, RENEW)
     text = ts.format_table([good, bad], NOW)
     lines = text.splitlines()
-    assert lines[0].split() == ["TENANT", "SEED", "PROFILE", "VERSION", "API", "KEYS", "SIZE",
-                                "CERT", "EXPIRY", "ENDPOINT"]
-    assert lines[1].split() == ["acme", "tm", "small", "v1.36.3", "ready", "412",
+    assert lines[0].split() == ["TENANT", "SEED", "PROFILE", "VERSION", "API", "NODES", "KEYS",
+                                "SIZE", "CERT", "EXPIRY", "ENDPOINT"]
+    assert lines[1].split() == ["acme", "tm", "small", "v1.36.3", "ready", "0/0", "412",
                                 f"293.0KiB/{QUOTA / 2**20:.1f}MiB", "2027-12-01", "(365d)",
                                 "https://acme.tm.tenants.cluster.local:6443"]
     assert lines[2].split()[:5] == ["globex", "tm", "small", "v1.36.3", "NOT"]
@@ -149,3 +149,23 @@ def test_status_command_line() -> None:
     assert (args.inventory, args.json, args.data) == ("inventory/lab-seed.py", True,
                                                       ["kubernetes=true"])
     assert not build_parser().parse_args(["tenants", "status", "x.py"]).json
+
+
+def test_a_tenants_nodes_are_its_workers_ready_in_its_own_api() -> None:
+    # A control plane without workers: no node condition, healthy.
+    alone = ts.evaluate("tm", healthy_obs(), NOW, RENEW)
+    assert ts.NODES_READY not in conds(alone) and alone.healthy
+    ready = ts.evaluate("tm", healthy_obs(workers=("t1",), nodes=(ts.NodeSeen("t1", True),)),
+                        NOW, RENEW)
+    assert conds(ready)[ts.NODES_READY] == (True, "1/1 nodes Ready", False) and ready.healthy
+    assert ts.format_table([ready], NOW).splitlines()[1].split()[5] == "1/1"
+    assert json.loads(ts.to_json([ready]))["tenants"][0]["nodes"] == [{"name": "t1",
+                                                                       "ready": True}]
+    down = ts.evaluate("tm", healthy_obs(workers=("t1", "t2"), nodes=(ts.NodeSeen("t1", False),)),
+                       NOW, RENEW)
+    assert conds(down)[ts.NODES_READY] == (
+        False, "0/1 nodes Ready (not registered: t2; not Ready: t1)", True)
+    assert down.reasons() == ["NodesReady: 0/1 nodes Ready (not registered: t2; not Ready: t1)"]
+    unread = ts.evaluate("tm", healthy_obs(workers=("t1",), nodes=None, nodes_error="timed out"),
+                         NOW, RENEW)
+    assert conds(unread)[ts.NODES_READY] == (False, "nodes not read: timed out", True)

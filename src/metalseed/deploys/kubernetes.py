@@ -27,7 +27,7 @@ reports no change.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -44,7 +44,7 @@ from metalseed.kube.apply import apply_objects, wait_objects
 from metalseed.mirror.recipes import PREVIOUS_KUBE
 from metalseed.model import Cluster, Node, cluster_from_inventory, kubernetes_releases
 from metalseed.pki.issue import ensure_store, store_for
-from metalseed.pki.profiles import ENCRYPTION_KEY, kubelet_serving_id
+from metalseed.pki.profiles import ENCRYPTION_KEY, kubelet_serving_id, tenant_dir
 from metalseed.render import containerd as rc
 from metalseed.render import kubernetes as r
 
@@ -191,33 +191,59 @@ def master_spec(cluster: Cluster, node: Node, kube: r.Binary) -> HostSpec:
     )
 
 
-def node_spec(cluster: Cluster, node: Node, kube: r.Binary, flanneld: r.Binary) -> HostSpec:
+@dataclass(frozen=True)
+class NodePKI:
+    """Where in the store a node's material is (relative paths): the seed's own by default; a
+    tenant worker's under ``tenants/<name>/`` (see :func:`tenant_node_pki`)."""
+
+    ca_bundle: str
+    serving: str
+    """The kubelet's serving pair, without ``.crt``/``.key``."""
+    kubelet_conf: str
+    proxy_conf: str
+    flannel_conf: str
+
+
+def seed_node_pki(node: Node) -> NodePKI:
+    return NodePKI("ca-bundle.crt", kubelet_serving_id(node.name),
+                   f"kubeconfig/kubelet/{node.name}.conf", "kubeconfig/kube-proxy.conf",
+                   "kubeconfig/flannel.conf")
+
+
+def tenant_node_pki(tenant: str, node: Node) -> NodePKI:
+    d = tenant_dir(tenant)
+    return NodePKI(f"{d}/ca-bundle.crt", f"{d}/{kubelet_serving_id(node.name)}",
+                   f"{d}/kubelet/{node.name}.conf", f"{d}/kube-proxy.conf", f"{d}/flannel.conf")
+
+
+def node_spec(cluster: Cluster, node: Node, kube: r.Binary, flanneld: r.Binary,
+              pki: NodePKI | None = None) -> HostSpec:
     secret = 0o600
-    serving = kubelet_serving_id(node.name)
+    p = pki or seed_node_pki(node)
     kubelet, proxy, flannel = r.KUBELET_UNIT, r.PROXY_UNIT, r.FLANNEL_UNIT
     return HostSpec(
         sysctls=SYSCTLS,
         dirs=(ManagedDir(r.ETC), ManagedDir(r.KUBELET_DIR, 0o700), ManagedDir(r.KUBELET_PKI, 0o700),
               ManagedDir(r.PROXY_DIR, 0o700), ManagedDir(r.FLANNEL_DIR, 0o700)),
         files=(
-            ManagedFile(r.KUBELET_CA, _read(cluster, "ca-bundle.crt"), unit=kubelet, restart=True),
-            ManagedFile(r.KUBELET_CERT, _read(cluster, f"{serving}.crt"), unit=kubelet,
+            ManagedFile(r.KUBELET_CA, _read(cluster, p.ca_bundle), unit=kubelet, restart=True),
+            ManagedFile(r.KUBELET_CERT, _read(cluster, f"{p.serving}.crt"), unit=kubelet,
                         restart=True),
-            ManagedFile(r.KUBELET_KEY, _read(cluster, f"{serving}.key"), secret, unit=kubelet,
+            ManagedFile(r.KUBELET_KEY, _read(cluster, f"{p.serving}.key"), secret, unit=kubelet,
                         restart=True),
-            ManagedFile(r.KUBELET_KUBECONFIG, _read(cluster, f"kubeconfig/kubelet/{node.name}.conf"),
-                        secret, unit=kubelet, restart=True),
+            ManagedFile(r.KUBELET_KUBECONFIG, _read(cluster, p.kubelet_conf), secret, unit=kubelet,
+                        restart=True),
             ManagedFile(r.KUBELET_CONFIG, r.kubelet_config(cluster, node).encode(), unit=kubelet,
                         restart=True),
             ManagedFile(f"/etc/systemd/system/{kubelet}", r.kubelet_unit(node, kube).encode(),
                         unit=kubelet, restart=True, unit_file=True),
-            ManagedFile(r.PROXY_KUBECONFIG, _read(cluster, "kubeconfig/kube-proxy.conf"), secret,
+            ManagedFile(r.PROXY_KUBECONFIG, _read(cluster, p.proxy_conf), secret,
                         unit=proxy, restart=True),
             ManagedFile(r.PROXY_CONFIG, r.kube_proxy_config(cluster, node).encode(), unit=proxy,
                         restart=True),
             ManagedFile(f"/etc/systemd/system/{proxy}", r.kube_proxy_unit(node, kube).encode(),
                         unit=proxy, restart=True, unit_file=True),
-            ManagedFile(r.FLANNEL_KUBECONFIG, _read(cluster, "kubeconfig/flannel.conf"), secret,
+            ManagedFile(r.FLANNEL_KUBECONFIG, _read(cluster, p.flannel_conf), secret,
                         unit=flannel, restart=True),
             ManagedFile(r.FLANNEL_NET_CONF, r.flannel_net_conf(cluster).encode(), unit=flannel,
                         restart=True),

@@ -207,7 +207,8 @@ def rotate_certs() -> None:
         return done
 
     shared(host.state, "rotation-store-step", step)
-    if not cluster.is_datastore_host(host.name):  # datastore members are no cluster nodes
+    # Datastore members are no cluster nodes; tenant workers are their tenant's (seed.py).
+    if not cluster.is_datastore_host(host.name) and not cluster.is_tenant_worker_host(host.name):
         etcd()
         edge()
         if cluster.kubernetes.enabled:  # the same on every host

@@ -20,6 +20,9 @@ True``, the ``tenants`` data, the tenant datastore):
    ``/readyz`` through the edge with its own admin.conf; the engine on every node;
 9. the probe matrix (``metalseed tenants verify``): every allowed path connects, every forbidden
    one does not, or the deploy fails with the table.
+10. each tenant's workers (:mod:`metalseed.deploys.tenant_workers`): flanneld's RBAC in the
+    tenant's cluster, then on every tenant worker kubelet, kube-proxy and flanneld with the
+    tenant's PKI, joining through the edge; a wait until each is Ready in its tenant's API.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
+from metalseed.deploys import tenant_workers as tw
 from metalseed.deploys.datastore import TENANT_ACCESS_OP, tenant_access
 from metalseed.deploys.edge import edge
 from metalseed.deploys.gates import shared
@@ -48,9 +52,10 @@ def seed() -> None:
                           "or 5 hosts in the inventory")
     shared(host.state, "tenant objects valid", lambda: ta.validate(cluster))
     shared(host.state, "isolation objects valid", lambda: enforce.validate(cluster))
+    shared(host.state, "tenant worker objects valid", lambda: tw.validate(cluster))
     ensure_store(cluster, host.inventory)
-    # Datastore members are no Kubernetes nodes: no edge there.
-    if not cluster.is_datastore_host(host.name):
+    # Datastore members and tenant workers are no seed nodes: no edge there.
+    if not cluster.is_datastore_host(host.name) and not cluster.is_tenant_worker_host(host.name):
         edge()
     # Before any control plane starts: its etcd user and role must exist. For a tenant gone
     # from the data this revokes its role first, so nothing writes under its prefix again.
@@ -62,3 +67,7 @@ def seed() -> None:
     ta.wait_tenants(name=ta.WAIT_OP, cluster=cluster, _run_once=True)
     enforce.wait_isolation(name=enforce.WAIT_OP, cluster=cluster, _run_once=True)
     enforce.verify_isolation(name=enforce.VERIFY_OP, cluster=cluster, _run_once=True)
+    tw.apply_worker_objects(name=tw.OBJECTS_OP, cluster=cluster, _run_once=True)
+    if cluster.is_tenant_worker_host(host.name):
+        tw.tenant_worker()
+    tw.wait_workers(name=tw.WAIT_OP, cluster=cluster, _run_once=True)

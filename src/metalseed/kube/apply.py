@@ -100,11 +100,11 @@ def _stable(obj: Any) -> dict[str, Any]:
     return d
 
 
-def pending(cluster: Cluster, objects: list[dict[str, Any]]) -> list[str]:
+def pending(cluster: Cluster, objects: list[dict[str, Any]], api: Any = None) -> list[str]:
     """The objects a real apply would change ([] on a converged cluster); every object when the
-    API does not answer (yet)."""
+    API does not answer (yet). ``api``: another cluster's client (a tenant's) than the seed's."""
     try:
-        api = kc.api_client(cluster)
+        api = api or kc.api_client(cluster)
         if kc.readyz(api) is not None:
             return [describe(x) for x in objects]
         dyn = kc.dynamic(api)
@@ -124,8 +124,8 @@ def pending(cluster: Cluster, objects: list[dict[str, Any]]) -> list[str]:
         return [describe(x) for x in objects]
 
 
-def apply(cluster: Cluster, objects: list[dict[str, Any]]) -> None:
-    dyn = kc.dynamic(kc.api_client(cluster))
+def apply(cluster: Cluster, objects: list[dict[str, Any]], api: Any = None) -> None:
+    dyn = kc.dynamic(api or kc.api_client(cluster))
     for obj in objects:
         _apply_one(dyn, obj, dry_run=False)
 

@@ -35,9 +35,12 @@ def register(sub: Any) -> None:
     up.add_argument("--workers", type=int, default=planmod.DEFAULT_WORKERS)
     up.add_argument("--datastore", type=int, default=0, metavar="N",
                     help="N machines d1.. for a tenant datastore (the inventory's datastore group)")
+    up.add_argument("--tenant-workers", type=int, default=0, metavar="N",
+                    help="N machines t1.. that join a tenant's control plane (the inventory's"
+                         " tenant_workers group), no nodes of the seed")
     up.add_argument("--seed", action="store_true",
                     help="the machines a seed needs (inventory/lab-seed.py): the masters and"
-                         " workers plus at least one datastore machine")
+                         " workers plus at least one datastore machine and one tenant worker")
     up.add_argument("--subnet", help="the lab /24 (default: derived from the name)")
     up.add_argument("--timeout", type=float, default=60, help="seconds to wait for SSH")
     up.set_defaults(func=_up)
@@ -63,7 +66,9 @@ def register(sub: Any) -> None:
 def _up(args: argparse.Namespace) -> int:
     lab = Lab(args.name)
     lab.up(args.masters, args.workers, subnet=args.subnet, timeout=args.timeout,
-           datastore=seed_datastore(args.datastore) if args.seed else args.datastore)
+           datastore=seed_datastore(args.datastore) if args.seed else args.datastore,
+           tenant_workers=(seed_tenant_workers(args.tenant_workers) if args.seed
+                           else args.tenant_workers))
     _print_status(lab)
     return 0
 
@@ -74,15 +79,20 @@ def seed_datastore(requested: int) -> int:
     return max(1, requested)
 
 
+def seed_tenant_workers(requested: int) -> int:
+    """Tenant workers of ``lab up --seed``: inventory/lab-seed.py gives acme t1."""
+    return max(1, requested)
+
+
 def _print_status(lab: Lab) -> None:
     s = lab.require_state()
     print(f"lab {s.name}: subnet {s.subnet}, bridge {s.bridge} ({s.bridge_address}), "
           f"VIP {s.vip}, key {s.key}")
     if s.mirror_url:
         print(f"mirror {s.mirror_root} served at {s.mirror_url} (PID {s.mirror_pid})")
-    print(f"{'MACHINE':<8} {'ROLE':<9} {'ADDRESS':<15} STATE")
+    print(f"{'MACHINE':<8} {'ROLE':<13} {'ADDRESS':<15} STATE")
     for m in lab.status():
-        print(f"{m.name:<8} {m.role:<9} {m.address!s:<15} {m.state}")
+        print(f"{m.name:<8} {m.role:<13} {m.address!s:<15} {m.state}")
 
 
 def _status(args: argparse.Namespace) -> int:

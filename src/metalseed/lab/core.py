@@ -131,6 +131,7 @@ class Lab:
         subnet: ipaddress.IPv4Network | str | None = None,
         timeout: float = 60,
         datastore: int = 0,
+        tenant_workers: int = 0,
     ) -> LabState:
         """Boot the lab and wait until every machine answers SSH with systemd running.
 
@@ -138,22 +139,25 @@ class Lab:
         died (host crash, killed CLI) are cleaned up first.
         """
         net_ = planmod.parse_subnet(subnet) if isinstance(subnet, str) else subnet
-        p = planmod.plan_lab(self.name, masters, workers, net_, datastore)
+        p = planmod.plan_lab(self.name, masters, workers, net_, datastore, tenant_workers)
         check_host()
         raise_inotify_limits()
         with self._locked():
             old = self.state()
             if old is not None and self.is_up():
-                shape = (len(old.masters), len(old.workers), len(old.datastore))
-                if shape == (masters, workers, datastore) and (net_ is None
-                                                               or net_ == old.subnet):
+                shape = (len(old.masters), len(old.workers), len(old.datastore),
+                         len(old.tenant_workers))
+                if shape == (masters, workers, datastore, tenant_workers) and (
+                        net_ is None or net_ == old.subnet):
                     self._say(f"{self.name}: already up ({masters} masters, {workers} workers"
-                              + (f", {datastore} datastore" if datastore else "") + ")")
+                              + (f", {datastore} datastore" if datastore else "")
+                              + (f", {tenant_workers} tenant workers" if tenant_workers else "")
+                              + ")")
                     return old
                 raise LabError(
-                    f"lab {self.name!r} is up with {shape[0]} masters, {shape[1]} workers and"
-                    f" {shape[2]} datastore machines on {old.subnet}; run `metalseed lab down"
-                    f" --name {self.name}` first"
+                    f"lab {self.name!r} is up with {shape[0]} masters, {shape[1]} workers,"
+                    f" {shape[2]} datastore machines and {shape[3]} tenant workers on"
+                    f" {old.subnet}; run `metalseed lab down --name {self.name}` first"
                 )
             if old is not None or self._leftovers():
                 self._say(f"{self.name}: cleaning up what a previous run left behind")
@@ -174,6 +178,7 @@ class Lab:
     def _boot_all(self, p: planmod.LabPlan, timeout: float) -> LabState:
         started = time.monotonic()
         extra = f" + {len(p.datastore)} datastore" if p.datastore else ""
+        extra += f" + {len(p.tenant_workers)} tenant workers" if p.tenant_workers else ""
         self._say(f"{self.name}: booting {len(p.masters)} masters + {len(p.workers)} workers"
                   f"{extra} on {p.subnet} (VIP {p.vip})")
         self.paths.root.mkdir(parents=True, exist_ok=True)

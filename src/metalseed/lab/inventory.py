@@ -81,14 +81,17 @@ def cluster_data(s: LabState) -> dict[str, Any]:
 
 
 def groups(s: LabState) -> dict[str, Any]:
-    """``masters``, ``workers`` (, ``datastore``) and ``all`` in the inventory-file shapes pyinfra
-    accepts; a lab without datastore machines has no ``datastore`` group."""
+    """``masters``, ``workers`` (, ``datastore``, ``tenant_workers``) and ``all`` in the
+    inventory-file shapes pyinfra accepts; a lab without datastore machines has no ``datastore``
+    group, one without tenant workers no ``tenant_workers``."""
     out: dict[str, Any] = {
         "masters": [(m.name, host_data(s, m)) for m in s.masters],
         "workers": [(m.name, host_data(s, m)) for m in s.workers],
     }
     if s.datastore:
         out["datastore"] = [(m.name, host_data(s, m)) for m in s.datastore]
+    if s.tenant_workers:
+        out["tenant_workers"] = [(m.name, host_data(s, m)) for m in s.tenant_workers]
     out["all"] = ([m.name for m in s.machines], cluster_data(s))
     return out
 
@@ -113,12 +116,17 @@ def load_groups(name: str | None = None, base: Path | None = None) -> dict[str, 
 
 def require_datastore(groups: dict[str, Any]) -> dict[str, Any]:
     """The groups of a lab that can be a seed (inventory/lab-seed.py): its tenants' API servers
-    need a datastore, so a lab booted without one is refused with how to boot one that has it."""
-    if "datastore" not in groups:
+    need a datastore and acme a tenant worker, so a lab booted without them is refused with how
+    to boot one that has them."""
+    missing = [what for group, what in (
+        ("datastore", "no datastore machine, which a seed's tenants need"),
+        ("tenant_workers", "no tenant worker machine, which group_data/lab-seed.py gives acme"),
+    ) if group not in groups]
+    if missing:
         name = lab_name_from_env()
         hint = f" --name {name}" if name != planmod.DEFAULT_NAME else ""
         raise LabError(
-            f"lab {name!r} has no datastore machine, which a seed's tenants need: run"
+            f"lab {name!r} has {' and '.join(missing)}: run"
             f" `metalseed lab down{hint}` and `metalseed lab up{hint} --seed`"
         )
     return groups
@@ -140,10 +148,13 @@ def pyinfra_inventory(s: LabState, masters: Sequence[str] | None = None,
     w_names = list(workers) if workers is not None else [m.name for m in s.workers
                                                          if m.name not in m_names]
     d_names = [m.name for m in s.datastore]
-    names = m_names + w_names + d_names
+    t_names = [m.name for m in s.tenant_workers]
+    names = m_names + w_names + d_names + t_names
     groups: dict[str, Any] = {"masters": (m_names, {}), "workers": (w_names, {}),
                               "lab": (names, {})}
     if d_names:
         groups["datastore"] = (d_names, {})
+    if t_names:
+        groups["tenant_workers"] = (t_names, {})
     return Inventory(([(n, host_data(s, by_name[n])) for n in names], {**cluster_data(s), **extra}),
                      **groups)

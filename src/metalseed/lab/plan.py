@@ -20,6 +20,7 @@ DEFAULT_WORKERS = 2
 MAX_MASTERS = 9
 MAX_WORKERS = 29
 MAX_DATASTORE = 5
+MAX_TENANT_WORKERS = 9
 SUBNET_POOL = ipaddress.IPv4Network("10.213.0.0/16")
 
 # Host numbers inside the lab /24. The bridge (the host's side) holds .1; the VIP sits far from
@@ -28,12 +29,13 @@ BRIDGE_HOST = 1
 MASTER_BASE = 10  # m1 -> .11
 WORKER_BASE = 20  # w1 -> .21
 DATASTORE_BASE = 50  # d1 -> .51 (the tenant datastore's etcd members), past the last worker
+TENANT_WORKER_BASE = 60  # t1 -> .61 (nodes of a tenant's cluster, not of the seed)
 VIP_HOST = 250
 
 # Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 IFNAMSIZ = 15
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_MACHINE = re.compile(r"^([mwd])([1-9][0-9]*)$")
+_MACHINE = re.compile(r"^([mwdt])([1-9][0-9]*)$")
 
 
 def check_lab_name(name: str) -> str:
@@ -96,11 +98,11 @@ def netns_name(name: str, machine: str) -> str:
 
 def netns_pattern(name: str) -> re.Pattern[str]:
     """Matches exactly this lab's namespaces: lab ``test`` must not match ``test-2``'s."""
-    return re.compile(rf"^ms-{re.escape(name)}-[mwd][1-9][0-9]*$")
+    return re.compile(rf"^ms-{re.escape(name)}-[mwdt][1-9][0-9]*$")
 
 
 def veth_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(rf"^ms-{re.escape(ifname_tag(name))}-[mwd][1-9][0-9]*$")
+    return re.compile(rf"^ms-{re.escape(ifname_tag(name))}-[mwdt][1-9][0-9]*$")
 
 
 def mac_address(name: str, interface: str) -> str:
@@ -113,18 +115,23 @@ def mac_address(name: str, interface: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
+TENANT_WORKER = "tenant-worker"
+"""The role of t1..: a machine that joins a tenant's control plane (the inventory's
+``tenant_workers`` group), no node of the seed."""
+
+
 def machine_role(machine: str) -> str:
     m = _MACHINE.match(machine)
     if not m:
-        raise LabError(f"{machine!r} is not a lab machine name; accepted: m1, m2, ..., w1, ... "
-                       "or d1, ...")
-    return {"m": "master", "w": "worker", "d": "datastore"}[m.group(1)]
+        raise LabError(f"{machine!r} is not a lab machine name; accepted: m1, m2, ..., w1, ..., "
+                       "d1, ... or t1, ...")
+    return {"m": "master", "w": "worker", "d": "datastore", "t": TENANT_WORKER}[m.group(1)]
 
 
 @dataclass(frozen=True)
 class MachinePlan:
     name: str
-    role: str  # "master" | "worker" | "datastore"
+    role: str  # "master" | "worker" | "datastore" | "tenant-worker"
     address: ipaddress.IPv4Address
     netns: str
     veth: str
@@ -151,6 +158,10 @@ class LabPlan:
     def datastore(self) -> tuple[MachinePlan, ...]:
         return tuple(m for m in self.machines if m.role == "datastore")
 
+    @property
+    def tenant_workers(self) -> tuple[MachinePlan, ...]:
+        return tuple(m for m in self.machines if m.role == TENANT_WORKER)
+
 
 def plan_lab(
     name: str,
@@ -158,9 +169,11 @@ def plan_lab(
     workers: int = DEFAULT_WORKERS,
     subnet: ipaddress.IPv4Network | None = None,
     datastore: int = 0,
+    tenant_workers: int = 0,
 ) -> LabPlan:
     """Lay out a lab of ``masters`` + ``workers`` (+ ``datastore``: d1.., members of a tenant
-    datastore, no Kubernetes nodes) machines. Raises LabError on bad input."""
+    datastore, no Kubernetes nodes; + ``tenant_workers``: t1.., nodes of a tenant's cluster)
+    machines. Raises LabError on bad input."""
     check_lab_name(name)
     if not 1 <= masters <= MAX_MASTERS:
         raise LabError(f"masters: found {masters}; accepted: 1 to {MAX_MASTERS}")
@@ -168,6 +181,9 @@ def plan_lab(
         raise LabError(f"workers: found {workers}; accepted: 0 to {MAX_WORKERS}")
     if not 0 <= datastore <= MAX_DATASTORE:
         raise LabError(f"datastore: found {datastore}; accepted: 0 to {MAX_DATASTORE}")
+    if not 0 <= tenant_workers <= MAX_TENANT_WORKERS:
+        raise LabError(f"tenant workers: found {tenant_workers}; accepted: 0 to "
+                       f"{MAX_TENANT_WORKERS}")
     net = subnet if subnet is not None else derive_subnet(name)
     if net.prefixlen != 24:
         raise LabError(f"subnet: found {net}; accepted: a /24")
@@ -177,6 +193,7 @@ def plan_lab(
         ("master", "m", masters, MASTER_BASE),
         ("worker", "w", workers, WORKER_BASE),
         ("datastore", "d", datastore, DATASTORE_BASE),
+        (TENANT_WORKER, "t", tenant_workers, TENANT_WORKER_BASE),
     ):
         for i in range(1, count + 1):
             machine = f"{prefix}{i}"

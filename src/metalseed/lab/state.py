@@ -117,6 +117,10 @@ class LabState:
     def datastore(self) -> tuple[MachineState, ...]:
         return tuple(m for m in self.machines if m.role == "datastore")
 
+    @property
+    def tenant_workers(self) -> tuple[MachineState, ...]:
+        return tuple(m for m in self.machines if m.role == planmod.TENANT_WORKER)
+
 
 def state_from_plan(p: planmod.LabPlan, key: Path) -> LabState:
     return LabState(

@@ -107,7 +107,7 @@ def tenant_service_names(cluster: Cluster, tenant: str) -> tuple[str, ...]:
 
 def tenant_leaf_specs(cluster: Cluster, tenant: str) -> list[LeafSpec]:
     """A tenant's leaves; none is installed on a seed host (they reach the tenant's pods as a
-    Secret), so every one stays in the store (``hosts=()``)."""
+    Secret), so every one but its workers' stays in the store (``hosts=()``)."""
     ca, fp = tenant_id(tenant, CLUSTER_CA), tenant_id(tenant, FRONT_PROXY_CA)
     endpoint = cluster.tenant_endpoint(tenant)
     domain = cluster.dns_domain
@@ -138,7 +138,37 @@ def tenant_leaf_specs(cluster: Cluster, tenant: str) -> list[LeafSpec]:
         LeafSpec(tenant_id(tenant, "scheduler"), ca, "system:kube-scheduler",
                  kubeconfig="scheduler", kubeconfig_server=local_url,
                  **kubeconfig),  # type: ignore[arg-type]
+        *tenant_worker_specs(cluster, tenant),
     ]
+
+
+def tenant_worker_specs(cluster: Cluster, tenant: str) -> list[LeafSpec]:
+    """What ``tenant``'s workers get, issued by the tenant's CA like a seed node's by the seed's:
+    each kubelet's client certificate (its kubeconfig) and serving certificate, and the
+    kube-proxy and flanneld identities. Every kubeconfig names the seed's VIP with the tenant's
+    endpoint as TLS server name: the workers reach their control plane through the edge."""
+    workers = cluster.workers_of(tenant)
+    if not workers:
+        return []
+    ca = tenant_id(tenant, CLUSTER_CA)
+    names = tuple(n.name for n in workers)
+    edge = {"kubeconfig_server": f"https://{cluster.vip}:{cluster.apiserver_port}",
+            "tls_server_name": cluster.tenant_endpoint(tenant),
+            "kubeconfig_dir": tenant_dir(tenant), "kubeconfig_cluster": tenant}
+    specs: list[LeafSpec] = []
+    for n in workers:
+        specs.append(LeafSpec(tenant_id(tenant, f"kubelet/{n.name}"), ca, f"system:node:{n.name}",
+                              organizations=("system:nodes",), hosts=(n.name,),
+                              kubeconfig=f"kubelet/{n.name}", **edge))  # type: ignore[arg-type]
+        specs.append(LeafSpec(tenant_id(tenant, kubelet_serving_id(n.name)), ca,
+                              f"system:node:{n.name}", organizations=("system:nodes",),
+                              dns_names=(n.name,), ip_addresses=(n.address,),
+                              usages=frozenset({SERVER}), hosts=(n.name,)))
+    specs.append(LeafSpec(tenant_id(tenant, "kube-proxy"), ca, "system:kube-proxy", hosts=names,
+                          kubeconfig="kube-proxy", **edge))  # type: ignore[arg-type]
+    specs.append(LeafSpec(tenant_id(tenant, "flannel"), ca, FLANNEL_USER, hosts=names,
+                          kubeconfig="flannel", **edge))  # type: ignore[arg-type]
+    return specs
 
 
 def key_pair_ids(cluster: Cluster) -> list[str]:

@@ -37,15 +37,9 @@ RUN_AS = 65532
 def inputs(cluster: Cluster, pod_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
            ) -> iso.IsolationInputs:
     ds = cluster.datastore
-    workers: dict[str, tuple[ipaddress.IPv4Address, ...]] = {}
-    for t in cluster.tenants:
-        found = []
-        for w in t.workers:
-            try:
-                found.append(cluster.node(w).address)
-            except KeyError:
-                continue  # not a seed node: its address comes from the tenant workers' group
-        workers[t.name] = tuple(found)
+    # A tenant's workers are hosts of the tenant_workers group (the model refuses seed nodes).
+    workers = {t.name: tuple(n.address for n in cluster.workers_of(t.name))
+               for t in cluster.tenants}
     return iso.IsolationInputs(
         datastore=tuple(m.address for m in ds.members) if ds else (),
         datastore_port=ds.etcd.client_port if ds else cluster.etcd.client_port,

@@ -28,6 +28,13 @@ API_READY = "APIReady"
 DEPLOYMENT_AVAILABLE = "DeploymentAvailable"
 DATASTORE_WITHIN_QUOTA = "DatastoreWithinQuota"
 CERTIFICATES_VALID = "CertificatesValid"
+NODES_READY = "NodesReady"
+
+
+@dataclass(frozen=True)
+class NodeSeen:
+    name: str
+    ready: bool
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,11 @@ class Observation:
     usage_error: str = ""
     certs: tuple[CertExpiry, ...] = ()
     certs_error: str = ""
+    workers: tuple[str, ...] = ()
+    """The node names the tenant's ``workers`` give it."""
+    nodes: tuple[NodeSeen, ...] | None = ()
+    """The Nodes of the tenant's own API (None: not read, ``nodes_error`` says why)."""
+    nodes_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,7 +139,28 @@ def evaluate(seed: str, obs: Observation, now: dt.datetime,
         else:
             conds.append(Condition(CERTIFICATES_VALID, True,
                                    f"nearest {nearest.id} in {_days(left)}", False))
+    nodes = _nodes_condition(obs)
+    if nodes is not None:
+        conds.append(nodes)
     return TenantStatus(seed, obs, quota, tuple(conds))
+
+
+def _nodes_condition(obs: Observation) -> Condition | None:
+    """Only for a tenant with workers or nodes: a control plane alone is a healthy tenant."""
+    if obs.nodes is None:
+        return (Condition(NODES_READY, False, f"nodes not read: {obs.nodes_error or 'unknown'}",
+                          True) if obs.workers else None)
+    if not obs.workers and not obs.nodes:
+        return None
+    seen = {n.name: n for n in obs.nodes}
+    missing = [w for w in obs.workers if w not in seen]
+    not_ready = sorted(n.name for n in obs.nodes if not n.ready)
+    ready = sum(n.ready for n in obs.nodes)
+    problems = ([f"not registered: {', '.join(missing)}"] if missing else []) + (
+        [f"not Ready: {', '.join(not_ready)}"] if not_ready else [])
+    reason = f"{ready}/{len(obs.nodes)} nodes Ready" + (f" ({'; '.join(problems)})"
+                                                        if problems else "")
+    return Condition(NODES_READY, not problems, reason, bool(problems))
 
 
 def _days(d: dt.timedelta) -> str:
@@ -143,8 +176,14 @@ def _size(n: int | None) -> str:
     return f"{n}B"
 
 
-COLUMNS = ("TENANT", "SEED", "PROFILE", "VERSION", "API", "KEYS", "SIZE", "CERT EXPIRY",
+COLUMNS = ("TENANT", "SEED", "PROFILE", "VERSION", "API", "NODES", "KEYS", "SIZE", "CERT EXPIRY",
            "ENDPOINT")
+
+
+def _nodes_cell(obs: Observation) -> str:
+    if obs.nodes is None:
+        return "?"
+    return f"{sum(n.ready for n in obs.nodes)}/{len(obs.nodes)}"
 
 
 def format_table(statuses: Sequence[TenantStatus], now: dt.datetime) -> str:
@@ -155,6 +194,7 @@ def format_table(statuses: Sequence[TenantStatus], now: dt.datetime) -> str:
         rows.append((
             s.obs.name, s.seed, s.obs.profile, s.obs.version,
             "ready" if s.obs.ready is None else "NOT READY",
+            _nodes_cell(s.obs),
             "?" if s.obs.keys is None else str(s.obs.keys),
             f"{_size(s.obs.bytes)}/{_size(s.quota)}",
             f"{cert.not_after:%Y-%m-%d} ({(cert.not_after - now).days}d)" if cert else "?",
@@ -186,6 +226,9 @@ def to_json(statuses: Sequence[TenantStatus]) -> str:
             "api_ready": s.obs.ready is None, "api_said": s.obs.ready,
             "replicas": (None if s.obs.replicas is None else
                          {"available": s.obs.replicas[0], "desired": s.obs.replicas[1]}),
+            "workers": list(s.obs.workers),
+            "nodes": (None if s.obs.nodes is None else
+                      [{"name": n.name, "ready": n.ready} for n in s.obs.nodes]),
             "datastore": {"keys": s.obs.keys, "bytes": s.obs.bytes, "quota_bytes": s.quota},
             "nearest_cert_expiry": (None if cert is None else
                                     {"id": cert.id,
@@ -232,6 +275,7 @@ def observe(cluster: Cluster) -> list[Observation]:
     for t in cluster.tenants:
         ready, replicas, replicas_error, certs, certs_error = _observe_one(
             cluster, t.name, t.namespace, seed_api, seed_error, store)
+        nodes, nodes_error = _guard(lambda: tenant_nodes(cluster, t.name))  # noqa: B023
         u = usage.get(t.name) if usage else None
         out.append(Observation(
             name=t.name, profile=t.profile, version=t.kubernetes_version,
@@ -240,8 +284,23 @@ def observe(cluster: Cluster) -> list[Observation]:
             replicas=replicas, replicas_error=replicas_error,
             keys=u.keys if u else None, bytes=u.bytes if u else None, usage_error=usage_error,
             certs=certs, certs_error=certs_error,
+            workers=tuple(n.name for n in cluster.workers_of(t.name)),
+            nodes=nodes, nodes_error=nodes_error,
         ))
     return out
+
+
+def tenant_nodes(cluster: Cluster, tenant: str) -> tuple[NodeSeen, ...]:
+    """The Nodes of ``tenant``'s own API, through the edge with its admin.conf."""
+    from metalseed.kube import apply as ka
+    from metalseed.kube import client as kc
+    from metalseed.tenants.apply import tenant_api
+
+    out = []
+    for n in ka._list(kc.dynamic(tenant_api(cluster, tenant)), "v1", "Node"):
+        ready = kc.condition(n, "Ready")
+        out.append(NodeSeen(str(n["metadata"]["name"]), ready is not None and ready[0] == "True"))
+    return tuple(sorted(out, key=lambda x: x.name))
 
 
 def _observe_one(cluster: Cluster, name: str, namespace: str, seed_api: Any, seed_error: str,
