@@ -167,6 +167,20 @@ def test_acmes_worker_joins_acme_and_runs_a_pod_whose_logs_and_exec_work(seed: C
     assert out == "hello", out
 
 
+def test_tenants_status_shows_each_tenants_nodes(seed: Cluster) -> None:
+    metalseed = Path(sys.executable).with_name("metalseed")
+    proc = subprocess.run([str(metalseed), "tenants", "status", "inventory/lab.py", "--json",
+                           *DATA], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          check=False, env=dict(os.environ, METALSEED_LAB=SEED_LAB))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tenants = {t["name"]: t for t in json.loads(proc.stdout)["tenants"]}
+    assert tenants["acme"]["workers"] == ["t1"]
+    assert tenants["acme"]["nodes"] == [{"name": "t1", "ready": True}]
+    assert {"type": "NodesReady", "status": True, "reason": "1/1 nodes Ready",
+            "failing": False} in tenants["acme"]["conditions"]
+    assert tenants["globex"]["nodes"] == [] and tenants["globex"]["healthy"]
+
+
 def test_what_one_tenant_writes_the_other_does_not_see(seed: Cluster) -> None:
     c = seed
     kubectl(c, admin_conf(c, "acme"), "create", "configmap", "only-acme", "--from-literal=a=1")
