@@ -376,6 +376,42 @@ def test_promoting_and_demoting_a_tenant_fails_no_request_of_its_client(
     assert gone.value.status == 404
 
 
+def _serving_cert(address: str) -> bytes:
+    """The certificate the kubelet at ``address`` presents, as openssl sees it (DER)."""
+    proc = subprocess.run(["openssl", "s_client", "-connect", f"{address}:10250", "-showcerts"],
+                          input="", capture_output=True, text=True, timeout=30, check=False)
+    pem = proc.stdout[proc.stdout.find("-----BEGIN CERTIFICATE-----"):]
+    der = subprocess.run(["openssl", "x509", "-outform", "DER"], input=pem.encode(),
+                         capture_output=True, timeout=30, check=False).stdout
+    assert der, proc.stdout + proc.stderr
+    return der
+
+
+def _store_der(path: Path) -> bytes:
+    return subprocess.run(["openssl", "x509", "-outform", "DER", "-in", str(path)],
+                          capture_output=True, timeout=30, check=True).stdout
+
+
+def test_renewed_worker_leaves_reach_acmes_worker(seed: Cluster, run: RunPyinfra) -> None:
+    c = seed
+    acme, t1 = admin_conf(c, "acme"), c.workers_of("acme")[0]
+    serving = c.pki_dir / "tenants" / "acme" / "kubelet-serving" / "t1.crt"
+    before = _store_der(serving)
+    assert _serving_cert(str(t1.address)) == before
+    start = time.monotonic()
+    run("deploys/rotate-certs.py", *DATA, "--data",
+        "rotate=tenants/acme/kubelet/t1,tenants/acme/kubelet-serving/t1", timeout=600)
+    TIMINGS["seed: rotate-certs.py, acme's worker leaves"] = time.monotonic() - start
+    after = _store_der(serving)
+    assert after != before
+    # t1's kubelet serves the renewed certificate, which acme's API server (its CA) accepts for
+    # logs; its renewed client certificate keeps the node Ready.
+    assert _serving_cert(str(t1.address)) == after
+    logs = kubectl(c, acme, "logs", "hello").stdout
+    assert "Started HTTP server on port 8080" in logs, logs
+    kubectl(c, acme, "wait", "--for=condition=Ready", "node/t1", "--timeout=60s", timeout=90)
+
+
 def test_an_invalid_tenant_spec_is_refused_and_nothing_is_applied(seed: Cluster,
                                                                   run: RunPyinfra) -> None:
     c = seed

@@ -111,3 +111,24 @@ def test_a_tenant_cluster_gets_flanneld_rbac_for_its_workers() -> None:
     kinds = {(o["kind"], o["metadata"]["name"]) for o in worker_objects()}
     assert kinds == {("ClusterRole", "metalseed:flannel"),
                      ("ClusterRoleBinding", "metalseed:flannel")}
+
+
+def test_rotate_certs_takes_a_tenant_workers_leaves_by_id(tmp_path: Path) -> None:
+    from metalseed.deploys.rotation import leaves_to_force
+
+    c = seed(tmp_path)
+    assert leaves_to_force(c, ("tenants/acme/kubelet/t1", "tenants/acme/kubelet-serving/t1")) == {
+        "tenants/acme/kubelet/t1", "tenants/acme/kubelet-serving/t1"}
+
+
+def test_the_lab_plans_tenant_workers_past_the_datastore() -> None:
+    import ipaddress
+
+    from metalseed.lab import plan as planmod
+
+    p = planmod.plan_lab("seedy", 1, 1, ipaddress.IPv4Network("10.213.7.0/24"), datastore=1,
+                         tenant_workers=2)
+    assert [(m.name, m.role, str(m.address)) for m in p.tenant_workers] == [
+        ("t1", "tenant-worker", "10.213.7.61"), ("t2", "tenant-worker", "10.213.7.62")]
+    assert planmod.machine_role("t1") == "tenant-worker"
+    assert planmod.netns_pattern("seedy").match("ms-seedy-t1")

@@ -26,6 +26,7 @@ from metalseed.deploys.edge import edge
 from metalseed.deploys.etcd import etcd
 from metalseed.deploys.gates import shared
 from metalseed.deploys.kubernetes import kubernetes
+from metalseed.deploys.tenant_workers import tenant_worker
 from metalseed.errors import DeployError, KubernetesError, ModelError, PKIError
 from metalseed.model import Cluster, cluster_from_inventory, playbook_inputs
 from metalseed.pki import rotation
@@ -207,8 +208,12 @@ def rotate_certs() -> None:
         return done
 
     shared(host.state, "rotation-store-step", step)
-    # Datastore members are no cluster nodes; tenant workers are their tenant's (seed.py).
-    if not cluster.is_datastore_host(host.name) and not cluster.is_tenant_worker_host(host.name):
+    if cluster.is_tenant_worker_host(host.name):
+        # A node of its tenant's cluster: its renewed kubelet, kube-proxy and flanneld material
+        # from the tenant's CA, each agent restarted behind its health check (what Kamaji leaves
+        # to the operator). The tenant's control plane takes its renewed leaves from seed.py.
+        tenant_worker()
+    elif not cluster.is_datastore_host(host.name):  # datastore members are no cluster nodes
         etcd()
         edge()
         if cluster.kubernetes.enabled:  # the same on every host
