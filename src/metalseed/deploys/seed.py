@@ -18,11 +18,12 @@ True``, the ``tenants`` data, the tenant datastore):
    node, each tenant namespace's NetworkPolicies and probe pod;
 8. a wait on real conditions: each Deployment rolled out and each tenant's API answering
    ``/readyz`` through the edge with its own admin.conf; the engine on every node;
-9. the probe matrix (``metalseed tenants verify``): every allowed path connects, every forbidden
-   one does not, or the deploy fails with the table.
-10. each tenant's workers (:mod:`metalseed.deploys.tenant_workers`): flanneld's RBAC in the
-    tenant's cluster, then on every tenant worker kubelet, kube-proxy and flanneld with the
-    tenant's PKI, joining through the edge; a wait until each is Ready in its tenant's API.
+9. each tenant's workers (:mod:`metalseed.deploys.tenant_workers`): flanneld's RBAC in the
+   tenant's cluster, then on every tenant worker kubelet, kube-proxy and flanneld with the
+   tenant's PKI, joining through the edge; a wait until each is Ready in its tenant's API;
+10. the probe matrix (``metalseed tenants verify``): every allowed path connects (a tenant's
+    own workers' kubelets among them), every forbidden one does not, or the deploy fails with
+    the table.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def seed() -> None:
     enforce.apply_isolation(name=enforce.APPLY_OP, cluster=cluster, _run_once=True)
     ta.wait_tenants(name=ta.WAIT_OP, cluster=cluster, _run_once=True)
     enforce.wait_isolation(name=enforce.WAIT_OP, cluster=cluster, _run_once=True)
-    enforce.verify_isolation(name=enforce.VERIFY_OP, cluster=cluster, _run_once=True)
     tw.apply_worker_objects(name=tw.OBJECTS_OP, cluster=cluster, _run_once=True)
     if cluster.is_tenant_worker_host(host.name):
         tw.tenant_worker()
     tw.wait_workers(name=tw.WAIT_OP, cluster=cluster, _run_once=True)
+    # Last: the matrix probes each tenant's own workers' kubelets too.
+    enforce.verify_isolation(name=enforce.VERIFY_OP, cluster=cluster, _run_once=True)
