@@ -10,7 +10,7 @@ kube-router, each tenant's NetworkPolicies and probe pod are there).
 2. the probe matrix (:func:`metalseed.tenants.verify.run`) for the seed's tenants: its duration
    and probe count, median of the runs; every run must have 0 unexpected results.
 
-    .venv/bin/python bench/isolation.py --seed-lab NAME [--runs 5] [--data KEY=VALUE ...]
+    .venv/bin/python bench/isolation.py --seed-lab NAME [--runs 5 | --quick] [--data KEY=VALUE ...]
 
 ``--data`` as for pyinfra (the tenants the seed was deployed with, kubernetes=True).
 """
@@ -40,8 +40,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed-lab", required=True, metavar="NAME")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true",
+                    help="one run: checks that the bench still runs (on a deployed seed lab, so "
+                         "CI does not run it: tests/lab/test_seed.py checks the same paths)")
     ap.add_argument("--data", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
+    if args.quick:
+        args.runs = 1
     os.environ["METALSEED_LAB"] = args.seed_lab
     from metalseed.pki.cli import _overrides
 

@@ -51,6 +51,10 @@ NOT_HERE |= {"kubernetes"}
 # bench/rotation.py --quick (about 100 s here) is the full leaf rotation under load that
 # tests/lab/test_rotation.py already runs and checks in CI; it runs by hand.
 NOT_HERE |= {"rotation"}
+# bench/isolation.py measures on a seed lab that cluster.py and seed.py have deployed (about 4
+# minutes from bare machines); tests/lab/test_seed.py checks its probe matrix and that a policy
+# change is enforced within 5 s in CI.
+NOT_HERE |= {"isolation"}
 
 pytestmark = pytest.mark.lab
 
