@@ -167,6 +167,46 @@ def wait_nodes_ready(cluster: Cluster, timeout: float = NODES_TIMEOUT) -> None:
     kc.wait_for("Nodes " + ", ".join(wanted), "condition Ready=True", check, timeout)
 
 
+def _selector(selector: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items()))
+
+
+def _pod_state(pod: dict[str, Any], events: list[dict[str, Any]]) -> str:
+    """One pod as an operator reads it: where, each container's state and restarts, the last
+    termination, the newest warning event (a failing probe says why here)."""
+    meta, st = pod.get("metadata") or {}, pod.get("status") or {}
+    parts = [f"{meta.get('name')} on {(pod.get('spec') or {}).get('nodeName') or '-'} "
+             f"{st.get('phase')}"]
+    unscheduled = kc.condition(pod, "PodScheduled")
+    if unscheduled and unscheduled[0] != "True":
+        parts.append(f"unscheduled: {unscheduled[1]}")
+    for cs in st.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        now = next(iter(state), "?")
+        why = (state.get(now) or {}).get("reason") or ""
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        parts.append(f"{cs.get('name')}: {now}{' ' + why if why else ''}, "
+                     f"ready={cs.get('ready')}, restarts={cs.get('restartCount')}"
+                     + (f", last exit {last.get('exitCode')} {last.get('reason') or ''}".rstrip()
+                        if last else ""))
+    mine = [e for e in events if (e.get("involvedObject") or {}).get("name") == meta.get("name")
+            and e.get("type") == "Warning"]
+    if mine:
+        newest = max(mine, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        parts.append(f"warning: {newest.get('reason')}: {str(newest.get('message'))[:300]}")
+    return "; ".join(parts)
+
+
+def pods_summary(dyn: Any, namespace: str, selector: dict[str, Any]) -> str:
+    """The pods behind a workload that is not ready, for the error that names it."""
+    try:
+        pods = _list(dyn, "v1", "Pod", namespace=namespace, label_selector=_selector(selector))
+        events = _list(dyn, "v1", "Event", namespace=namespace)
+    except KubernetesError as e:
+        return f"pods not readable: {e}"
+    return " | ".join(_pod_state(p, events) for p in pods) or "no pods"
+
+
 def wait_deployment_available(cluster: Cluster, namespace: str, name: str,
                               timeout: float = DEPLOYMENT_TIMEOUT) -> None:
     dyn = kc.dynamic(kc.api_client(cluster))
@@ -190,7 +230,8 @@ def wait_deployment_available(cluster: Cluster, namespace: str, name: str,
                 and observed >= generation):
             return None
         return (f"Available={cond[0] if cond else '?'}, {ready}/{want} ready, {updated} updated, "
-                f"{total} in all ({cond[1] if cond else ''})")
+                f"{total} in all ({cond[1] if cond else ''}); "
+                + pods_summary(dyn, namespace, (d.get("spec") or {}).get("selector") or {}))
 
     kc.wait_for(f"Deployment {namespace}/{name}", "condition Available=True with every replica "
                 "ready and rolled out", check, timeout)

@@ -101,6 +101,12 @@ def traefik_args(cluster: Cluster) -> list[str]:
         # the node up (tens of seconds): a connect to it fails after DIAL_TIMEOUT and the retry
         # middleware sends the request to the next pod, instead of a request that hangs.
         f"--serversTransport.forwardingTimeouts.dialTimeout={DIAL_TIMEOUT}",
+        # No keep-alive to pods, as the edge keeps none to workers: a request written on a
+        # pooled connection to a pod on a crashed worker waits for an answer that never comes
+        # (no retry: the request was sent), while a fresh connect fails within DIAL_TIMEOUT and
+        # is retried. In CI, the request after the crash of w2 met such a connection and timed
+        # out. A pod on the node network answers a connect in well under a millisecond.
+        "--serversTransport.maxIdleConnsPerHost=-1",
         f"--providers.file.filename={DYNAMIC_DIR}/{DYNAMIC_FILE}",
         "--providers.file.watch=false",
         f"--entryPoints.web.http.middlewares={RETRY}@file",
