@@ -83,7 +83,13 @@ def mirror_components(root: Path) -> set[str]:
 def kubectl(c: Cluster, *args: str, check: bool = True, timeout: float = 60,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
     """The mirror's kubectl with the store's admin kubeconfig (through the VIP)."""
-    conf = c.pki_dir / "kubeconfig" / "admin.conf"
+    return kubectl_as(c, c.pki_dir / "kubeconfig" / "admin.conf", *args, check=check,
+                      timeout=timeout, input=input)
+
+
+def kubectl_as(c: Cluster, conf: Path, *args: str, check: bool = True, timeout: float = 60,
+               input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The mirror's kubectl with the kubeconfig ``conf`` (a tenant's admin.conf, say)."""
     argv = [str(c.mirror_dir / "bin" / "kubectl"), "--kubeconfig", str(conf),
             "--request-timeout=20s", *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,

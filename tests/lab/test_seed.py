@@ -33,6 +33,7 @@ from metalseed.lab.inventory import pyinfra_inventory
 from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.probe import pyinfra_totals
 from tests.lab.kube import NEEDED, TIMINGS, RunPyinfra, agnhost_image, mirror_components
+from tests.lab.kube import kubectl_as as kubectl
 from tests.lab.labs import REPO, TEST_LAB, booted_lab, pyinfra_runner
 
 pytestmark = [
@@ -89,17 +90,6 @@ def seed(lab: Lab, run: RunPyinfra) -> Cluster:
         time.monotonic() - start)
     print(f"\n{TIMINGS}")
     return cluster
-
-
-def kubectl(c: Cluster, conf: Path, *args: str, check: bool = True, input: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    argv = [str(c.mirror_dir / "bin" / "kubectl"), "--kubeconfig", str(conf),
-            "--request-timeout=20s", *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                          input=input)
-    if check and proc.returncode != 0:
-        pytest.fail(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def admin_conf(c: Cluster, tenant: str) -> Path:

@@ -40,7 +40,7 @@ from metalseed.deploys.converge import HostSpec, ManagedDir, ManagedFile, conver
 from metalseed.deploys.gates import gate
 from metalseed.errors import ArtifactError, DeployError
 from metalseed.kube import apply as ka
-from metalseed.kube.apply import apply_objects, wait_objects
+from metalseed.kube.apply import apply_objects
 from metalseed.mirror.recipes import PREVIOUS_KUBE
 from metalseed.model import Cluster, Node, cluster_from_inventory, kubernetes_releases
 from metalseed.pki.issue import ensure_store, store_for
@@ -299,7 +299,8 @@ def kubernetes() -> None:
     apply_objects(name=ka.BOOTSTRAP_OP, cluster=cluster, which=ka.BOOTSTRAP, _run_once=True)
     converge(name=NODE_OP, spec=node_spec(cluster, node, kube, flanneld))
     apply_objects(name=ka.ADDONS_OP, cluster=cluster, which=ka.ADDONS, _run_once=True)
-    wait_objects(name=ka.WAIT_OP, cluster=cluster, _run_once=True)
+    gate(name=ka.WAIT_OP, description="objects", check=lambda: ka.wait_all(cluster),
+         _run_once=True)
     ka.retire_authentication_cas(name=ka.RETIRE_OP, cluster=cluster, _run_once=True)
 
 

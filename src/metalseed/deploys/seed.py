@@ -34,7 +34,7 @@ from pyinfra.api import deploy
 from metalseed.deploys import tenant_workers as tw
 from metalseed.deploys.datastore import TENANT_ACCESS_OP, tenant_access
 from metalseed.deploys.edge import edge
-from metalseed.deploys.gates import shared
+from metalseed.deploys.gates import gate, shared
 from metalseed.errors import DeployError
 from metalseed.model import cluster_from_inventory
 from metalseed.pki.issue import ensure_store
@@ -65,11 +65,14 @@ def seed() -> None:
     ta.delete_removed(name=ta.DELETE_OP, cluster=cluster, _run_once=True)
     ta.apply_tenants(name=ta.APPLY_OP, cluster=cluster, _run_once=True)
     enforce.apply_isolation(name=enforce.APPLY_OP, cluster=cluster, _run_once=True)
-    ta.wait_tenants(name=ta.WAIT_OP, cluster=cluster, _run_once=True)
-    enforce.wait_isolation(name=enforce.WAIT_OP, cluster=cluster, _run_once=True)
+    gate(name=ta.WAIT_OP, description="tenants", check=lambda: ta.wait_ready(cluster),
+         _run_once=True)
+    gate(name=enforce.WAIT_OP, description="isolation", check=lambda: enforce.wait_engine(cluster),
+         _run_once=True)
     tw.apply_worker_objects(name=tw.OBJECTS_OP, cluster=cluster, _run_once=True)
     if cluster.is_tenant_worker_host(host.name):
         tw.tenant_worker()
-    tw.wait_workers(name=tw.WAIT_OP, cluster=cluster, _run_once=True)
+    gate(name=tw.WAIT_OP, description="tenant workers",
+         check=lambda: tw.wait_workers_ready(cluster), _run_once=True)
     # Last: the matrix probes each tenant's own workers' kubelets too.
     enforce.verify_isolation(name=enforce.VERIFY_OP, cluster=cluster, _run_once=True)

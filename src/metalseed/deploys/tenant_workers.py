@@ -91,10 +91,8 @@ def apply_worker_objects(cluster: Cluster) -> Generator[Any, None, None]:
 
 
 def _apply(cluster: Cluster, tenants: list[str]) -> None:
-    objs = worker_objects()
-    openapi.validate(objs, openapi.load(cluster.mirror_dir))
     for name in tenants:
-        ka.apply(cluster, objs, ta.tenant_api(cluster, name))
+        ka.validate_and_apply(cluster, worker_objects(), ta.tenant_api(cluster, name))
 
 
 def tenant_worker() -> None:
@@ -123,14 +121,3 @@ def wait_workers_ready(cluster: Cluster, timeout: float = NODES_TIMEOUT) -> None
                     timeout)
 
 
-@operation()
-def wait_workers(cluster: Cluster) -> Generator[Any, None, None]:
-    """Not a change: the wait runs when the deploy executes; a failure fails this operation."""
-    if not host.state.is_executing or not with_workers(cluster):
-        return
-    from metalseed.deploys.gates import _raise
-
-    try:
-        wait_workers_ready(cluster)
-    except Exception as e:
-        yield FunctionCommand(_raise, (e,), {})

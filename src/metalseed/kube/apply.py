@@ -10,7 +10,7 @@ Whether anything would change is decided when the run is prepared: each object i
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from pyinfra import host
@@ -128,6 +128,24 @@ def apply(cluster: Cluster, objects: list[dict[str, Any]], api: Any = None) -> N
     dyn = kc.dynamic(api or kc.api_client(cluster))
     for obj in objects:
         _apply_one(dyn, obj, dry_run=False)
+
+
+def validate_and_apply(cluster: Cluster, objects: list[dict[str, Any]], api: Any = None) -> None:
+    """Apply after validating against the pinned schemas again: the objects are rendered anew
+    when the run executes, from a store the run may have just written."""
+    openapi.validate(objects, openapi.load(cluster.mirror_dir))
+    apply(cluster, objects, api)
+
+
+def pending_once(key: str, compute: Callable[[], list[str]], verb: str = "apply") -> list[str]:
+    """What an operation named ``key`` would change, computed once per run when it is prepared
+    (every host then agrees, and a converged cluster costs no second look); logged on a dry run."""
+    cache: dict[str, list[str]] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
+    if key not in cache:
+        cache[key] = compute()
+    if not host.state.is_executing and cache[key]:
+        host.log(f"would {verb}: {', '.join(cache[key])}")
+    return cache[key]
 
 
 def wait_nodes_registered(cluster: Cluster, timeout: float = NODES_TIMEOUT) -> None:
@@ -398,7 +416,7 @@ def _apply_all(cluster: Cluster, which: str) -> None:
     apply(cluster, objects_of(cluster, which))
 
 
-def _wait_all(cluster: Cluster) -> None:
+def wait_all(cluster: Cluster) -> None:
     wait_nodes_ready(cluster)
     wait_root_ca(cluster)
     wait_deployment_available(cluster, o.NAMESPACE, o.COREDNS)
@@ -494,24 +512,5 @@ def retire_authentication_cas(cluster: Cluster) -> Generator[Any, None, None]:
 @operation()
 def apply_objects(cluster: Cluster, which: str) -> Generator[Any, None, None]:
     """Apply one set of cluster objects (call with ``_run_once=True``) where any would change."""
-    cache: dict[str, list[str]] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
-    if which not in cache:
-        cache[which] = pending(cluster, objects_of(cluster, which))
-    todo = cache[which]
-    if not host.state.is_executing and todo:
-        host.log(f"would apply: {', '.join(todo)}")
-    if todo:
+    if pending_once(which, lambda: pending(cluster, objects_of(cluster, which))):
         yield FunctionCommand(_apply_all, (cluster, which), {})
-
-
-@operation()
-def wait_objects(cluster: Cluster) -> Generator[Any, None, None]:
-    """Not a change: the waits run when the deploy executes; a failure fails this operation."""
-    if not host.state.is_executing:
-        return
-    from metalseed.deploys.gates import _raise
-
-    try:
-        _wait_all(cluster)
-    except Exception as e:
-        yield FunctionCommand(_raise, (e,), {})

@@ -12,7 +12,6 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from pyinfra import host
 from pyinfra.api import FunctionCommand, operation
 
 from metalseed.errors import ArtifactError, DeployError, HealthCheckError, KubernetesError
@@ -196,29 +195,26 @@ def apply_tenants(cluster: Cluster) -> Generator[Any, None, None]:
     """Apply every tenant's objects where any would change, and delete a demoted tenant's
     PodDisruptionBudget (call with ``_run_once=True``); decided when the run is prepared by a
     server-side dry run, so a converged seed reports none."""
-    cache: dict[str, list[str]] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
-    if APPLY_OP not in cache:
-        try:
-            todo = objects(cluster)
-        except KubernetesError:
-            # A dry run before the store holds the material: all of it would be applied.
-            todo = objects(cluster, placeholder_pki=True)
-        cache[APPLY_OP] = ka.pending(cluster, todo)
-        try:
-            stale = stale_pdbs(cluster, _pdbs(cluster))
-        except KubernetesError:
-            stale = []  # the API does not answer (yet): no PDB is known to be left over
-        cache[APPLY_OP] += [f"PodDisruptionBudget {ns}/{n} (delete)" for ns, n in stale]
-    if not host.state.is_executing and cache[APPLY_OP]:
-        host.log(f"would apply: {', '.join(cache[APPLY_OP])}")
-    if cache[APPLY_OP]:
+    if ka.pending_once(APPLY_OP, lambda: _pending(cluster)):
         yield FunctionCommand(_apply, (cluster,), {})
 
 
+def _pending(cluster: Cluster) -> list[str]:
+    try:
+        todo = objects(cluster)
+    except KubernetesError:
+        # A dry run before the store holds the material: all of it would be applied.
+        todo = objects(cluster, placeholder_pki=True)
+    try:
+        stale = stale_pdbs(cluster, _pdbs(cluster))
+    except KubernetesError:
+        stale = []  # the API does not answer (yet): no PDB is known to be left over
+    return [*ka.pending(cluster, todo), *(f"PodDisruptionBudget {ns}/{n} (delete)"
+                                          for ns, n in stale)]
+
+
 def _apply(cluster: Cluster) -> None:
-    objs = objects(cluster)
-    openapi.validate(objs, openapi.load(cluster.mirror_dir))
-    ka.apply(cluster, objs)
+    ka.validate_and_apply(cluster, objects(cluster))
     from kubernetes.client import PolicyV1Api
 
     policy = PolicyV1Api(kc.api_client(cluster))
@@ -293,26 +289,12 @@ def _delete(cluster: Cluster, names: list[str]) -> None:
 def delete_removed(cluster: Cluster) -> Generator[Any, None, None]:
     """Delete the namespace of every tenant no longer in the data, then archive its PKI (call
     with ``_run_once=True``); decided when the run is prepared."""
-    cache: dict[str, list[str]] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
-    if DELETE_OP not in cache:
+    def compute() -> list[str]:
         try:
-            cache[DELETE_OP] = removed(cluster, _namespaces(cluster))
+            return removed(cluster, _namespaces(cluster))
         except KubernetesError:
-            cache[DELETE_OP] = []  # the API does not answer (yet): nothing is known to remove
-    if not host.state.is_executing and cache[DELETE_OP]:
-        host.log(f"would delete: {', '.join(cache[DELETE_OP])}")
-    if cache[DELETE_OP]:
-        yield FunctionCommand(_delete, (cluster, cache[DELETE_OP]), {})
+            return []  # the API does not answer (yet): nothing is known to remove
 
-
-@operation()
-def wait_tenants(cluster: Cluster) -> Generator[Any, None, None]:
-    """Not a change: the wait runs when the deploy executes; a failure fails this operation."""
-    if not host.state.is_executing or not cluster.tenants:
-        return
-    from metalseed.deploys.gates import _raise
-
-    try:
-        wait_ready(cluster)
-    except Exception as e:
-        yield FunctionCommand(_raise, (e,), {})
+    todo = ka.pending_once(DELETE_OP, compute, verb="delete")
+    if todo:
+        yield FunctionCommand(_delete, (cluster, todo), {})

@@ -121,38 +121,18 @@ def validate(cluster: Cluster) -> None:
 def apply_isolation(cluster: Cluster) -> Generator[Any, None, None]:
     """Apply where anything would change (call with ``_run_once=True``); decided when the run is
     prepared by a server-side dry run, so a converged seed reports none."""
-    cache: dict[str, list[str]] = host.state.__dict__.setdefault("_metalseed_kube_pending", {})
-    if APPLY_OP not in cache:
-        cache[APPLY_OP] = ka.pending(cluster, objects(cluster))
-    if not host.state.is_executing and cache[APPLY_OP]:
-        host.log(f"would apply: {', '.join(cache[APPLY_OP])}")
-    if cache[APPLY_OP]:
+    if ka.pending_once(APPLY_OP, lambda: ka.pending(cluster, objects(cluster))):
         yield FunctionCommand(_apply, (cluster,), {})
 
 
 def _apply(cluster: Cluster) -> None:
-    objs = objects(cluster)
-    openapi.validate(objs, openapi.load(cluster.mirror_dir))
-    ka.apply(cluster, objs)
+    ka.validate_and_apply(cluster, objects(cluster))
 
 
 def wait_engine(cluster: Cluster) -> None:
     ka.wait_daemonset_available(cluster, netpol.NAMESPACE, netpol.NAME, len(cluster.nodes))
     for t in cluster.tenants:
         ka.wait_deployment_available(cluster, t.namespace, PROBE_POD)
-
-
-@operation()
-def wait_isolation(cluster: Cluster) -> Generator[Any, None, None]:
-    """Not a change: the wait runs when the deploy executes; a failure fails this operation."""
-    if not host.state.is_executing:
-        return
-    from metalseed.deploys.gates import _raise
-
-    try:
-        wait_engine(cluster)
-    except Exception as e:
-        yield FunctionCommand(_raise, (e,), {})
 
 
 VERIFY_OP = "seed: tenant isolation proven (probe matrix)"
