@@ -23,17 +23,10 @@ from typing import Any
 import yaml
 
 from metalseed.errors import ArtifactError, KubernetesObjectError, MirrorIntegrityError
+from metalseed.kube.openapi import TYPE_NAMES, describe, field_path, strip_descriptions, type_ok
 
 COMPONENT = "cilium-crds"
 Schema = dict[str, Any]
-
-
-def _strip(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _strip(v) for k, v in node.items() if k != "description"}
-    if isinstance(node, list):
-        return [_strip(v) for v in node]
-    return node
 
 
 def bundle(docs: Iterable[Mapping[str, Any]], version: str) -> dict[str, Any]:
@@ -46,7 +39,7 @@ def bundle(docs: Iterable[Mapping[str, Any]], version: str) -> dict[str, Any]:
         spec = doc["spec"]
         for v in spec["versions"]:
             if v.get("served"):
-                kinds[f"{spec['group']}/{v['name']}/{spec['names']['kind']}"] = _strip(
+                kinds[f"{spec['group']}/{v['name']}/{spec['names']['kind']}"] = strip_descriptions(
                     v["schema"]["openAPIV3Schema"])
     if not kinds:
         raise ArtifactError("no served CRD version to bundle")
@@ -96,14 +89,6 @@ def load(mirror_dir: Path) -> CRDSchemas:
 # Validation (pure)
 
 
-def _describe(obj: Any) -> str:
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    meta = meta if isinstance(meta, dict) else {}
-    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
-    kind = obj.get("kind", "?") if isinstance(obj, dict) else "?"
-    return f"{kind} {ns}{meta.get('name', '?')}"
-
-
 def problems(obj: Any, schemas: CRDSchemas) -> list[str]:
     if not isinstance(obj, dict):
         return [f"(the object): found {type(obj).__name__}; accepted: a mapping"]
@@ -122,33 +107,9 @@ def problems(obj: Any, schemas: CRDSchemas) -> list[str]:
 
 
 def validate(objects: Iterable[Any], schemas: CRDSchemas) -> None:
-    found = [f"{_describe(o)}: {p}" for o in objects for p in problems(o, schemas)]
+    found = [f"{describe(o)}: {p}" for o in objects for p in problems(o, schemas)]
     if found:
         raise KubernetesObjectError(found, f"CRD {schemas.version}")
-
-
-_TYPES = {"string": "a string", "integer": "an integer", "number": "a number",
-          "boolean": "true or false", "object": "a mapping", "array": "a list"}
-
-
-def _type_ok(value: Any, type_: str) -> bool:
-    if type_ == "string":
-        return isinstance(value, str)
-    if type_ == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if type_ == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if type_ == "boolean":
-        return isinstance(value, bool)
-    if type_ == "object":
-        return isinstance(value, dict)
-    if type_ == "array":
-        return isinstance(value, list)
-    return True
-
-
-def _at(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def _check(value: Any, node: Schema, path: str, out: list[str]) -> None:
@@ -165,7 +126,7 @@ def _check(value: Any, node: Schema, path: str, out: list[str]) -> None:
                 want = "exactly one" if exactly_one else "at least one"
                 out.append(f"{where}: matches {ok} of {word} {alt}; accepted: {want}")
     if node.get("x-kubernetes-int-or-string"):
-        if not (_type_ok(value, "integer") or _type_ok(value, "string")):
+        if not (type_ok(value, "integer") or type_ok(value, "string")):
             out.append(f"{where}: found {value!r}; accepted: an integer or a string")
         elif isinstance(value, str):
             _scalar(value, node, where, out)
@@ -173,9 +134,9 @@ def _check(value: Any, node: Schema, path: str, out: list[str]) -> None:
     type_ = node.get("type")
     if type_ is None:
         return
-    if not _type_ok(value, type_):
+    if not type_ok(value, type_):
         shown = value if not isinstance(value, (dict, list)) else type(value).__name__
-        out.append(f"{where}: found {shown!r}; accepted: {_TYPES.get(type_, type_)}")
+        out.append(f"{where}: found {shown!r}; accepted: {TYPE_NAMES.get(type_, type_)}")
         return
     if type_ == "array":
         n = len(value)
@@ -196,7 +157,7 @@ def _check(value: Any, node: Schema, path: str, out: list[str]) -> None:
 def _sub(value: Any, node: Schema, path: str) -> list[str]:
     out: list[str] = []
     if isinstance(value, dict):
-        out += [f"{_at(path, k)}: missing" for k in node.get("required") or [] if k not in value]
+        out += [f"{field_path(path, k)}: missing" for k in node.get("required") or [] if k not in value]
     if "type" in node or "oneOf" in node or "anyOf" in node:
         _check(value, node, path, out)
     return out
@@ -225,14 +186,14 @@ def _object(value: dict[str, Any], node: Schema, path: str, out: list[str]) -> N
     free = node.get("x-kubernetes-preserve-unknown-fields") or (not props and extra is None)
     for key in node.get("required") or []:
         if key not in value:
-            out.append(f"{_at(path, key)}: missing; accepted: a required field")
+            out.append(f"{field_path(path, key)}: missing; accepted: a required field")
     for key, item in value.items():
         if key in props:
-            _check(item, props[key], _at(path, key), out)
+            _check(item, props[key], field_path(path, key), out)
         elif isinstance(extra, dict):
-            _check(item, extra, _at(path, key), out)
+            _check(item, extra, field_path(path, key), out)
         elif not free:
             close = difflib.get_close_matches(str(key), sorted(props), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            out.append(f"{_at(path, key)}: unknown field; accepted: {hint}the fields: "
+            out.append(f"{field_path(path, key)}: unknown field; accepted: {hint}the fields: "
                        f"{', '.join(sorted(props))}")

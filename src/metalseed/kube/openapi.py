@@ -30,12 +30,12 @@ Schema = dict[str, Any]
 # The bundle (built into the mirror)
 
 
-def _strip(node: Any) -> Any:
+def strip_descriptions(node: Any) -> Any:
     # Descriptions are three quarters of the bytes and never decide validity.
     if isinstance(node, dict):
-        return {k: _strip(v) for k, v in node.items() if k != "description"}
+        return {k: strip_descriptions(v) for k, v in node.items() if k != "description"}
     if isinstance(node, list):
-        return [_strip(v) for v in node]
+        return [strip_descriptions(v) for v in node]
     return node
 
 
@@ -50,7 +50,7 @@ def bundle(spec_dir: Path, version: str) -> dict[str, Any]:
     for f in files:
         doc = json.loads(f.read_text())
         for name, schema in (doc.get("components") or {}).get("schemas", {}).items():
-            schema = _strip(schema)
+            schema = strip_descriptions(schema)
             if name not in schemas:
                 schemas[name] = schema
                 continue
@@ -174,11 +174,11 @@ def _resolve(node: Schema, schemas: Schemas) -> tuple[Schema, str]:
     raise ValueError(f"schema references nest too deep at {name}")
 
 
-_TYPES = {"string": "a string", "integer": "an integer", "number": "a number",
+TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number",
           "boolean": "true or false", "object": "a mapping", "array": "a list"}
 
 
-def _type_ok(value: Any, type_: str) -> bool:
+def type_ok(value: Any, type_: str) -> bool:
     if type_ == "string":
         return isinstance(value, str)
     if type_ == "integer":
@@ -194,7 +194,7 @@ def _type_ok(value: Any, type_: str) -> bool:
     return True
 
 
-def _at(path: str, key: str) -> str:
+def field_path(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
@@ -206,16 +206,16 @@ def _check(value: Any, node: Schema, path: str, schemas: Schemas, out: list[str]
     alternatives = node.get("oneOf")
     if alternatives:  # IntOrString, Quantity: one of a few scalar types
         types = [a.get("type") for a in alternatives]
-        if not any(_type_ok(value, t) for t in types if t):
-            accepted = " or ".join(_TYPES.get(t, t) for t in types if t)
+        if not any(type_ok(value, t) for t in types if t):
+            accepted = " or ".join(TYPE_NAMES.get(t, t) for t in types if t)
             out.append(f"{where}: found {value!r}; accepted: {accepted}")
         return
     type_ = node.get("type")
     if type_ is None:
         return  # free-form (JSON, RawExtension)
-    if not _type_ok(value, type_):
+    if not type_ok(value, type_):
         shown = value if not isinstance(value, (dict, list)) else type(value).__name__
-        out.append(f"{where}: found {shown!r}; accepted: {_TYPES.get(type_, type_)}")
+        out.append(f"{where}: found {shown!r}; accepted: {TYPE_NAMES.get(type_, type_)}")
         return
     if type_ == "integer" and node.get("format") == "int32" and not _INT32[0] <= value <= _INT32[1]:
         out.append(f"{where}: found {value!r}; accepted: a 32-bit integer")
@@ -236,14 +236,14 @@ def _check_object(value: dict[str, Any], node: Schema, name: str, path: str, sch
     of = f" of {name}" if name else ""
     for key in node.get("required") or []:
         if key not in value:
-            out.append(f"{_at(path, key)}: missing; accepted: a required field{of}")
+            out.append(f"{field_path(path, key)}: missing; accepted: a required field{of}")
     for key, item in value.items():
         if key in props:
-            _check(item, props[key], _at(path, key), schemas, out)
+            _check(item, props[key], field_path(path, key), schemas, out)
         elif isinstance(extra, dict):
-            _check(item, extra, _at(path, key), schemas, out)
+            _check(item, extra, field_path(path, key), schemas, out)
         elif not free:
             close = difflib.get_close_matches(str(key), sorted(props), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            out.append(f"{_at(path, key)}: unknown field; accepted: {hint}the fields{of}: "
+            out.append(f"{field_path(path, key)}: unknown field; accepted: {hint}the fields{of}: "
                        f"{', '.join(sorted(props))}")
