@@ -40,6 +40,7 @@ from tests.lab.labs import (  # noqa: F401  (re-exported: tests import them from
     booted_lab,
     lab_unavailable,
     pyinfra_runner,
+    release,
 )
 
 
@@ -66,9 +67,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("kube") is not None)
 
 
+# The session-scoped labs, by fixture name: each is taken down right after the last test that
+# uses it, not at the end of the session, so the labs that come later (the Kubernetes lab, the
+# seed lab) do not share this 2-core machine with idle clusters nobody tests any more.
+SESSION_LABS = ("lab", "kube_lab")
+_LAST_USER: dict[str, str] = {}
+
+
+def _uses(item: pytest.Item, fixture: str) -> bool:
+    """Whether ``item`` uses the session fixture ``fixture`` (a module may override the name
+    with a lab of its own, as test_seed.py does with ``lab``)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.get(fixture) if info is not None else None
+    return bool(defs) and defs[-1].scope == "session"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _LAST_USER.clear()
+    for item in session.items:  # the final selection and order
+        for fixture in SESSION_LABS:
+            if _uses(item, fixture):
+                _LAST_USER[fixture] = item.nodeid
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    yield
+    for fixture in SESSION_LABS:
+        if nextitem is not None and _LAST_USER.get(fixture) == item.nodeid:
+            release(fixture)
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    with booted_lab(TEST_LAB) as the_lab:
+    with booted_lab(TEST_LAB, fixture="lab") as the_lab:
         yield the_lab
 
 

@@ -137,7 +137,7 @@ def nodes_not_ready(c: Cluster) -> str | None:
 
 @pytest.fixture(scope="session")
 def kube_lab() -> Iterator[Lab]:
-    with booted_lab(f"{TEST_LAB}k") as the_lab:
+    with booted_lab(f"{TEST_LAB}k", fixture="kube_lab") as the_lab:
         yield the_lab
 
 

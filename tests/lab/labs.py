@@ -39,12 +39,24 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+_BOOTED: dict[str, Lab] = {}
+
+
+def release(fixture: str) -> None:
+    """Take down, before its fixture ends, the lab booted for ``fixture`` (its fixture's own
+    teardown then finds it down: nothing to do)."""
+    the_lab = _BOOTED.pop(fixture, None)
+    if the_lab is not None:
+        the_lab.down()
+
+
 @contextmanager
 def booted_lab(name: str, masters: int = MASTERS, workers: int = WORKERS,
-               datastore: int = 0, tenant_workers: int = 0) -> Iterator[Lab]:
+               datastore: int = 0, tenant_workers: int = 0,
+               fixture: str | None = None) -> Iterator[Lab]:
     """A lab of 3 masters and 2 workers (or the shape given) named ``name``, with a PKI store as
     new as its machines, ``$METALSEED_LAB`` pointing at it while it lives, removed at the end
-    whatever happens."""
+    whatever happens (or earlier, by :func:`release` of ``fixture``)."""
     reason = lab_unavailable()
     if reason:
         pytest.skip(reason)
@@ -68,8 +80,12 @@ def booted_lab(name: str, masters: int = MASTERS, workers: int = WORKERS,
         the_lab.down()
         shutil.rmtree(REPO / "pki" / name, ignore_errors=True)
         the_lab.up(masters, workers, datastore=datastore, tenant_workers=tenant_workers)
+        if fixture:
+            _BOOTED[fixture] = the_lab
         yield the_lab
     finally:
+        if fixture:
+            _BOOTED.pop(fixture, None)
         the_lab.down()
         signal.signal(signal.SIGTERM, previous_term)
         session_lock.close()
