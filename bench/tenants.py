@@ -170,7 +170,7 @@ def _pod_marks(cluster: Any, names: list[str], wall_start: float) -> dict[str, d
         for cond in p.status.conditions or []:
             if cond.type in ("PodScheduled", "Ready") and cond.status == "True":
                 marks[f"pod {cond.type}"] = cond.last_transition_time.timestamp()
-        for st in p.status.container_statuses or []:
+        for st in p.status.init_container_statuses or []:  # the API server is a sidecar
             if st.name == "kube-apiserver" and st.state.running:
                 marks["apiserver started"] = st.state.running.started_at.timestamp()
         out[name] = {k: v - wall_start for k, v in marks.items()}

@@ -352,7 +352,8 @@ def test_promoting_and_demoting_a_tenant_fails_no_request_of_its_client(
     apps, policy = AppsV1Api(api_client(c)), PolicyV1Api(api_client(c))
 
     def apiserver(dep: object) -> object:
-        return next(x for x in dep.spec.template.spec.containers  # type: ignore[attr-defined]
+        # A sidecar (a restartable init container), see kube/tenant.py.
+        return next(x for x in dep.spec.template.spec.init_containers  # type: ignore[attr-defined]
                     if x.name == "kube-apiserver")
 
     _change_profile(c, run, "medium", 2)

@@ -43,7 +43,7 @@ def test_tenant_objects_fit_the_pinned_schemas(profile: str, schemas: oa.Schemas
 def test_the_api_server_is_confined_to_its_prefix_and_sized_by_its_profile() -> None:
     dep = next(o for o in control_plane(inputs("medium")) if o["kind"] == "Deployment")
     assert dep["spec"]["replicas"] == 2
-    api = dep["spec"]["template"]["spec"]["containers"][0]
+    api = dep["spec"]["template"]["spec"]["initContainers"][0]
     assert "--etcd-prefix=/acme" in api["args"]
     assert "--max-requests-inflight=400" in api["args"]
     assert api["resources"]["requests"] == {"cpu": "500m", "memory": "512Mi"}
@@ -55,7 +55,7 @@ def test_a_terminating_api_server_serves_until_the_edge_no_longer_sends_it_anyth
     spec = dep["spec"]
     assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     pod = spec["template"]["spec"]
-    args = pod["containers"][0]["args"]
+    args = pod["initContainers"][0]["args"]
     delay = next(int(a.split("=")[1].rstrip("s")) for a in args
                  if a.startswith("--shutdown-delay-duration="))
     watches = next(int(a.split("=")[1].rstrip("s")) for a in args
@@ -79,3 +79,16 @@ def test_missing_pki_material_is_refused() -> None:
     del pki["sa.key"]
     with pytest.raises(PKIError, match=r"lacks sa\.key"):
         control_plane(ControlPlaneInputs(**{**i.__dict__, "pki": pki}))
+
+
+def test_the_controller_manager_and_scheduler_start_only_once_the_api_server_is_ready() -> None:
+    # The API server is a sidecar with a startup probe on /readyz: the kubelet starts the main
+    # containers after it passes, when the API server's bootstrap RBAC exists (started beside
+    # it, the controller-manager was refused and crash-looped).
+    dep = next(o for o in control_plane(inputs()) if o["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    [api] = pod["initContainers"]
+    assert api["name"] == "kube-apiserver" and api["restartPolicy"] == "Always"
+    assert api["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["startupProbe"]["periodSeconds"] * api["startupProbe"]["failureThreshold"] >= 300
+    assert [c["name"] for c in pod["containers"]] == ["kube-controller-manager", "kube-scheduler"]

@@ -57,7 +57,7 @@ def test_the_secret_holds_the_tenants_own_material(tmp_path: Path) -> None:
     assert base64.b64decode(secret["data"]["sa.key"]) == (t / "sa.key").read_bytes()
     dep = next(o for o in objs if o["kind"] == "Deployment"
                and o["metadata"]["namespace"] == "tenant-globex")
-    api = dep["spec"]["template"]["spec"]["containers"][0]
+    api = dep["spec"]["template"]["spec"]["initContainers"][0]
     assert "--etcd-servers=https://10.20.0.31:2379" in api["args"]
     assert "--service-account-issuer=https://globex.seed1.tenants.cluster.local" in api["args"]
     assert api["command"] == ["/usr/local/bin/kube-apiserver"]

@@ -198,7 +198,7 @@ def _pod_state(pod: dict[str, Any], events: list[dict[str, Any]]) -> str:
     unscheduled = kc.condition(pod, "PodScheduled")
     if unscheduled and unscheduled[0] != "True":
         parts.append(f"unscheduled: {unscheduled[1]}")
-    for cs in st.get("containerStatuses") or []:
+    for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
         state = cs.get("state") or {}
         now = next(iter(state), "?")
         why = (state.get(now) or {}).get("reason") or ""

@@ -45,6 +45,9 @@ SHUTDOWN_DELAY_S = 10
 # grace-period); the kubelet's SIGKILL must come after both, with room on a loaded node.
 WATCH_GRACE_S = 10
 TERMINATION_GRACE_S = SHUTDOWN_DELAY_S + WATCH_GRACE_S + 15
+API_STARTUP_S = 600
+"""How long a new API server may take to its first /readyz ok before the kubelet restarts it
+(the datastore unreachable, a seed node under load)."""
 RUN_AS = 65532
 # Files of the PKI Secret, by the name each component reads.
 PKI_FILES = (
@@ -188,6 +191,12 @@ def _probes(path: str, port: int) -> Obj:
                                                                    else "/healthz", 8, 10, 15)}
 
 
+def api_server(i: ControlPlaneInputs) -> Obj:
+    c = _container(i, "kube-apiserver", apiserver_args(i), _probes("/readyz", API_PORT))
+    startup = {**c["readinessProbe"], "failureThreshold": API_STARTUP_S}
+    return {**c, "restartPolicy": "Always", "startupProbe": startup}
+
+
 def control_plane(i: ControlPlaneInputs) -> list[Obj]:
     t, p = i.tenant, PROFILES[i.tenant.profile]
     missing = [f for f in PKI_FILES if f not in i.pki]
@@ -202,8 +211,14 @@ def control_plane(i: ControlPlaneInputs) -> list[Obj]:
         "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
                             "fsGroup": RUN_AS, "seccompProfile": {"type": "RuntimeDefault"}},
+        # The API server is a sidecar (a restartable init container): the kubelet starts the
+        # controller-manager and the scheduler only once its startup probe has seen /readyz ok,
+        # that is once its bootstrap RBAC exists. Started beside it, the controller-manager was
+        # refused extension-apiserver-authentication, exited, and under load its crash-loop
+        # back-off kept the pod unready for the whole 300 s the seed deploy waits (CI, 168b9ee).
+        # Being a sidecar it also stops last, after the two that talk to it.
+        "initContainers": [api_server(i)],
         "containers": [
-            _container(i, "kube-apiserver", apiserver_args(i), _probes("/readyz", API_PORT)),
             _container(i, "kube-controller-manager", controller_manager_args(i),
                        _probes("/healthz", 10257)),
             _container(i, "kube-scheduler", scheduler_args(), _probes("/healthz", 10259)),
