@@ -420,6 +420,50 @@ def test_an_invalid_tenant_spec_is_refused_and_nothing_is_applied(seed: Cluster,
     assert not (c.pki_dir / "tenants" / "initech").exists()
 
 
+def _policies(c: Cluster) -> dict[tuple[str, str], str]:
+    """(namespace, name) -> resourceVersion of every NetworkPolicy on the seed."""
+    items = json.loads(kubectl(c, c.pki_dir / "kubeconfig" / "admin.conf", "get",
+                               "networkpolicies", "-A", "-o", "json").stdout)["items"]
+    return {(p["metadata"]["namespace"], p["metadata"]["name"]): p["metadata"]["resourceVersion"]
+            for p in items}
+
+
+def test_a_tenant_added_later_is_isolated_without_touching_the_others_policies(
+        seed: Cluster, run: RunPyinfra, lab: Lab) -> None:
+    c = seed
+    before = _policies(c)
+    three = {**TENANTS, "initech": {}}
+    data = ("--data", "kubernetes=True", "--data", f"tenants={json.dumps(three)}")
+    start = time.monotonic()
+    # seed.py ends with the probe matrix over all three: it fails on any unexpected path.
+    proc = run("deploys/seed.py", *data, timeout=600)
+    TIMINGS["seed: seed.py, initech added (matrix of 3 included)"] = time.monotonic() - start
+    assert "0 unexpected" in proc.stdout + proc.stderr
+    after = _policies(c)
+    # The first two tenants' policies are the very objects they were (same resourceVersion).
+    kept = {k: v for k, v in after.items() if k[0] in ("tenant-acme", "tenant-globex")}
+    assert kept == {k: v for k, v in before.items() if k[0] in ("tenant-acme", "tenant-globex")}
+    assert len([k for k in after if k[0] == "tenant-initech"]) == 4, sorted(after)
+    argv = [str(Path(sys.executable).with_name("metalseed")), "tenants", "verify",
+            str(REPO / "inventory" / "lab.py"), *data]
+    start = time.monotonic()
+    proc = subprocess.run(argv, cwd=REPO, env=dict(os.environ, METALSEED_LAB=lab.name),
+                          capture_output=True, text=True, timeout=300, check=False)
+    TIMINGS["seed: probe matrix of 3 tenants (tenants verify)"] = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()
+            if line.split()[:1] and line.split()[0] in three]
+    # Every ordered pair of the three: each probe tried the other's API pod and Service and was
+    # refused.
+    for me in three:
+        for other in three:
+            if me == other:
+                continue
+            crossed = [r for r in rows if r[0] == me and r[1] == other]
+            assert len(crossed) >= 2 and all("deny" in r and "connected" not in r
+                                             for r in crossed), (me, other, rows)
+
+
 def test_removing_a_tenant_deletes_its_control_plane_and_route_and_archives_its_pki(
         seed: Cluster, run: RunPyinfra) -> None:
     c = seed
@@ -433,11 +477,11 @@ def test_removing_a_tenant_deletes_its_control_plane_and_route_and_archives_its_
     ns = kubectl(c, seed_conf, "get", "namespace", "tenant-globex", check=False)
     assert ns.returncode != 0 and "NotFound" in ns.stderr, ns.stdout + ns.stderr
     assert not (c.pki_dir / "tenants" / "globex").exists()
-    # Its policies went with its namespace; acme's are all there.
-    policies = json.loads(kubectl(c, seed_conf, "get", "networkpolicies", "-A", "-o",
-                                  "json").stdout)["items"]
-    assert not [p for p in policies if p["metadata"]["namespace"] == "tenant-globex"]
-    assert len([p for p in policies if p["metadata"]["namespace"] == "tenant-acme"]) == 4
+    # Its policies (and initech's, removed in the same run) went with their namespaces; acme's
+    # are all there.
+    policies = _policies(c)
+    assert [k for k in policies if k[0] != "tenant-acme" and k[0].startswith("tenant-")] == []
+    assert len([k for k in policies if k[0] == "tenant-acme"]) == 4
     archived = list((c.pki_dir.with_name(c.pki_dir.name + ".archive") / "tenants").glob("globex-*"))
     assert len(archived) == 1 and (archived[0] / "admin.conf").read_bytes() == globex_conf
     # Its endpoint name is no route any more: nginx sends it to the seed's API servers, whose
