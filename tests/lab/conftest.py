@@ -43,12 +43,32 @@ from tests.lab.labs import (  # noqa: F401  (re-exported: tests import them from
     release,
 )
 
+_FAILED: list[str] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Remember why a lab test failed, or failed as a known failure (xfail): the run's summary
+    repeats it at its very end, the part of the output CI keeps."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    xfailed = hasattr(report, "wasxfail") and report.skipped
+    if item.get_closest_marker("lab") and (report.failed or xfailed):
+        crash = getattr(report.longrepr, "reprcrash", None)
+        why = crash.message if crash is not None else str(report.longrepr)
+        _FAILED.append(f"{'XFAIL' if xfailed else 'FAILED'} {item.nodeid} ({report.when}): "
+                       f"{' '.join(why.split())[:600]}")
+
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The shared Kubernetes lab's timings (deploy, upgrade) in the run's summary: CI keeps only
     that, and the fixture's own prints are captured."""
     from tests.lab.kube import TIMINGS, UPGRADE
 
+    if _FAILED:
+        terminalreporter.section("why lab tests failed")
+        for line in _FAILED:
+            terminalreporter.write_line(line)
     if not TIMINGS:
         return
     terminalreporter.section("shared Kubernetes lab")
