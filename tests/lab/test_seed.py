@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -203,26 +204,37 @@ def test_acmes_admin_conf_is_refused_by_globex(seed: Cluster, tmp_path: Path) ->
     assert untrusted.returncode != 0 and "certificate" in untrusted.stderr, untrusted.stderr
 
 
-def test_the_probe_matrix_denies_every_path_between_tenants_and_allows_the_rest(
-        seed: Cluster, lab: Lab) -> None:
-    """What seed.py's last step ran, again through the CLI an operator runs."""
+def _verify(lab: Lab, tenants: dict[str, Any], timing: str) -> list[list[str]]:
+    """``metalseed tenants verify`` as an operator runs it (exit 0: nothing unexpected), and
+    every pair of tenants refused: each tenant's probe tried every other's API pod and Service.
+    Returns the table's rows."""
     argv = [str(Path(sys.executable).with_name("metalseed")), "tenants", "verify",
-            str(REPO / "inventory" / "lab.py"), *DATA]
+            str(REPO / "inventory" / "lab.py"), "--data", "kubernetes=True", "--data",
+            f"tenants={json.dumps(tenants)}"]
     start = time.monotonic()
     proc = subprocess.run(argv, cwd=REPO, env=dict(os.environ, METALSEED_LAB=lab.name),
                           capture_output=True, text=True, timeout=300, check=False)
-    TIMINGS["seed: probe matrix (tenants verify)"] = time.monotonic() - start
+    TIMINGS[timing] = time.monotonic() - start
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("acme ",
-                                                                                  "globex "))]
-    # Every ordered pair: each tenant's probe tried the other's API pod and Service, and failed.
-    for me, other in (("acme", "globex"), ("globex", "acme")):
-        crossed = [r for r in rows if r[0] == me and r[1] == other]
-        assert len(crossed) >= 2 and all("deny" in r and "connected" not in r for r in crossed), rows
+    assert "0 unexpected" in proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines()
+            if line.split()[:1] and line.split()[0] in tenants]
+    for me in tenants:
+        for other in set(tenants) - {me}:
+            crossed = [r for r in rows if r[0] == me and r[1] == other]
+            assert len(crossed) >= 2 and all("deny" in r and "connected" not in r
+                                             for r in crossed), (me, other, rows)
+    return rows
+
+
+def test_the_probe_matrix_denies_every_path_between_tenants_and_allows_the_rest(
+        seed: Cluster, lab: Lab) -> None:
+    """What seed.py's last step ran, again through the CLI an operator runs."""
+    rows = _verify(lab, TENANTS, "seed: probe matrix (tenants verify)")
+    for me in TENANTS:
         allowed = [r for r in rows if r[0] == me and "allow" in r]
         assert allowed and all("connected" in r for r in allowed), rows
-    assert "0 unexpected" in proc.stdout
 
 
 def test_a_policy_change_is_enforced_within_5_seconds(seed: Cluster) -> None:
@@ -444,24 +456,7 @@ def test_a_tenant_added_later_is_isolated_without_touching_the_others_policies(
     kept = {k: v for k, v in after.items() if k[0] in ("tenant-acme", "tenant-globex")}
     assert kept == {k: v for k, v in before.items() if k[0] in ("tenant-acme", "tenant-globex")}
     assert len([k for k in after if k[0] == "tenant-initech"]) == 4, sorted(after)
-    argv = [str(Path(sys.executable).with_name("metalseed")), "tenants", "verify",
-            str(REPO / "inventory" / "lab.py"), *data]
-    start = time.monotonic()
-    proc = subprocess.run(argv, cwd=REPO, env=dict(os.environ, METALSEED_LAB=lab.name),
-                          capture_output=True, text=True, timeout=300, check=False)
-    TIMINGS["seed: probe matrix of 3 tenants (tenants verify)"] = time.monotonic() - start
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line.split() for line in proc.stdout.splitlines()
-            if line.split()[:1] and line.split()[0] in three]
-    # Every ordered pair of the three: each probe tried the other's API pod and Service and was
-    # refused.
-    for me in three:
-        for other in three:
-            if me == other:
-                continue
-            crossed = [r for r in rows if r[0] == me and r[1] == other]
-            assert len(crossed) >= 2 and all("deny" in r and "connected" not in r
-                                             for r in crossed), (me, other, rows)
+    _verify(lab, three, "seed: probe matrix of 3 tenants (tenants verify)")
 
 
 def test_removing_a_tenant_deletes_its_control_plane_and_route_and_archives_its_pki(
