@@ -92,3 +92,4 @@ def test_the_controller_manager_and_scheduler_start_only_once_the_api_server_is_
     assert api["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert api["startupProbe"]["periodSeconds"] * api["startupProbe"]["failureThreshold"] >= 300
     assert [c["name"] for c in pod["containers"]] == ["kube-controller-manager", "kube-scheduler"]
+

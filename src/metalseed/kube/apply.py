@@ -231,9 +231,12 @@ def wait_deployment_available(cluster: Cluster, namespace: str, name: str,
     deployments = _resource(dyn, {"apiVersion": "apps/v1", "kind": "Deployment",
                                   "metadata": {"name": name}})
 
+    selector: dict[str, Any] = {}
+
     def check() -> str | None:
         d = kc.translated(f"reading Deployment {namespace}/{name}", lambda: deployments.get(
             name=name, namespace=namespace, _request_timeout=kc.REQUEST_TIMEOUT)).to_dict()
+        selector.update((d.get("spec") or {}).get("selector") or {})
         cond = kc.condition(d, "Available")
         status = d.get("status") or {}
         want = (d.get("spec") or {}).get("replicas", 1)
@@ -248,11 +251,11 @@ def wait_deployment_available(cluster: Cluster, namespace: str, name: str,
                 and observed >= generation):
             return None
         return (f"Available={cond[0] if cond else '?'}, {ready}/{want} ready, {updated} updated, "
-                f"{total} in all ({cond[1] if cond else ''}); "
-                + pods_summary(dyn, namespace, (d.get("spec") or {}).get("selector") or {}))
+                f"{total} in all ({cond[1] if cond else ''})")
 
     kc.wait_for(f"Deployment {namespace}/{name}", "condition Available=True with every replica "
-                "ready and rolled out", check, timeout)
+                "ready and rolled out", check, timeout,
+                explain=lambda: pods_summary(dyn, namespace, selector))
 
 
 def wait_daemonset_available(cluster: Cluster, namespace: str, name: str, nodes: int,

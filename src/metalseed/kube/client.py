@@ -99,8 +99,10 @@ def wait_api(cluster: Cluster, timeout: float) -> None:
                            f"did not answer /readyz within {timeout:.0f}s (last: {seen})")
 
 
-def wait_for(what: str, condition: str, check: Callable[[], str | None], timeout: float) -> None:
-    """Poll ``check`` (None: the condition holds; else what it saw) until ``timeout``."""
+def wait_for(what: str, condition: str, check: Callable[[], str | None], timeout: float,
+             explain: Callable[[], str] | None = None) -> None:
+    """Poll ``check`` (None: the condition holds; else what it saw) until ``timeout``; on a
+    timeout ``explain`` (read once, not on every poll) adds why to the error."""
     deadline = time.monotonic() + timeout
     seen: str | None = "nothing yet"
     while True:
@@ -111,8 +113,9 @@ def wait_for(what: str, condition: str, check: Callable[[], str | None], timeout
         if seen is None:
             return
         if time.monotonic() >= deadline:
+            why = f"; {explain()}" if explain is not None else ""
             raise HealthCheckError(f"kubernetes: {what}: {condition} did not come within "
-                                   f"{timeout:.0f}s (last: {seen})")
+                                   f"{timeout:.0f}s (last: {seen}{why})")
         time.sleep(POLL)
 
 

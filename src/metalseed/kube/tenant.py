@@ -193,7 +193,8 @@ def _probes(path: str, port: int) -> Obj:
 
 def api_server(i: ControlPlaneInputs) -> Obj:
     c = _container(i, "kube-apiserver", apiserver_args(i), _probes("/readyz", API_PORT))
-    startup = {**c["readinessProbe"], "failureThreshold": API_STARTUP_S}
+    ready = c["readinessProbe"]
+    startup = {**ready, "failureThreshold": API_STARTUP_S // ready["periodSeconds"]}
     return {**c, "restartPolicy": "Always", "startupProbe": startup}
 
 
