@@ -49,7 +49,7 @@ _FAILED: list[str] = []
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Remember why a lab test failed, or failed as a known failure (xfail): the run's summary
-    repeats it at its very end, the part of the output CI keeps."""
+    repeats it beside the lab timings, near the end of the output, the part CI keeps."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     xfailed = hasattr(report, "wasxfail") and report.skipped
