@@ -107,6 +107,16 @@ def test_api_port_is_forwarded_as_tcp(edge: Cluster, lab: Lab) -> None:
         assert res.stdout.strip() == "1"
 
 
+def test_keepalived_sends_its_adverts_in_real_time_on_every_master(edge: Cluster,
+                                                                    lab: Lab) -> None:
+    # Its VRRP process (the child that sends and hears adverts) runs SCHED_RR, so a busy machine
+    # cannot starve it into a false failover; its scripts are forked back to normal scheduling.
+    for m in edge.masters:
+        res = lab.ssh(m.name, "for p in $(pgrep keepalived); do chrt -p $p; done", timeout=10)
+        policies = re.findall(r"policy: (\S+)", res.stdout)
+        assert "SCHED_RR|SCHED_RESET_ON_FORK" in policies, (m.name, res.stdout, res.stderr)
+
+
 @pytest.mark.skipif(shutil.which("testssl") is None, reason="testssl.sh is not installed")
 def test_tls_quality_by_testssl(edge: Cluster, tmp_path: Path) -> None:
     report = tmp_path / "testssl.json"

@@ -22,6 +22,13 @@ from metalseed.errors import LabError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
+# Real-time CPU time per second (cgroup v1 with RT group scheduling, cpu.rt_runtime_us) for the
+# shared parent, each lab and each machine: 6 labs of 10 machines. A new v1 cpu cgroup gets none,
+# so without a budget no process of a machine may run SCHED_RR (EPERM), and keepalived, starved
+# on a loaded host, missed its adverts for 3 s: a backup took the VIP for 50 ms while the holder
+# was healthy, and a connection through the VIP was reset.
+RT_RUNTIME_US = (600_000, 100_000, 10_000)
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -70,6 +77,23 @@ def create(layout: Layout, lab: str, machine: str) -> None:
         d.mkdir(parents=True, exist_ok=True)
         if (root / "cpuset.cpus").exists():
             _inherit_cpuset(root, d)
+        if (root / "cpu.rt_runtime_us").exists():
+            _grant_rt(root, d)
+
+
+def _grant_rt(root: Path, leaf: Path) -> None:
+    """Give each level (shared parent, lab, machine) its real-time budget, parents first (a
+    child may not hold more than its parent). When other labs hold the shared budget the write
+    fails and the machine runs without real time, as before: slower to recover, not broken."""
+    level = root
+    for part, budget in zip(leaf.relative_to(root).parts, RT_RUNTIME_US, strict=True):
+        level = level / part
+        knob = level / "cpu.rt_runtime_us"
+        if int(knob.read_text()) == 0:
+            try:
+                knob.write_text(str(budget))
+            except OSError:
+                return
 
 
 def _inherit_cpuset(root: Path, leaf: Path) -> None:

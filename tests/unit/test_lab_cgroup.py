@@ -1,0 +1,50 @@
+"""The lab's real-time budget in a cgroup v1 cpu hierarchy (a directory tree standing in for it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metalseed.lab import cgroup
+
+
+def tree(root: Path, *levels: str) -> Path:
+    d = root
+    for part in ("", *levels):
+        d = d / part if part else d
+        d.mkdir(exist_ok=True)
+        (d / "cpu.rt_runtime_us").write_text("950000\n" if d == root else "0\n")
+    return d
+
+
+def test_every_level_gets_its_budget_parents_first(tmp_path: Path) -> None:
+    leaf = tree(tmp_path, "metalseed", "lab", "m1")
+    cgroup._grant_rt(tmp_path, leaf)
+    got = [int((tmp_path.joinpath(*p) / "cpu.rt_runtime_us").read_text())
+           for p in (("metalseed",), ("metalseed", "lab"), ("metalseed", "lab", "m1"))]
+    assert got == list(cgroup.RT_RUNTIME_US)
+    assert sum([cgroup.RT_RUNTIME_US[2]] * 10) <= cgroup.RT_RUNTIME_US[1]
+
+
+def test_a_budget_already_set_is_kept(tmp_path: Path) -> None:
+    leaf = tree(tmp_path, "metalseed", "lab", "m1")
+    (tmp_path / "metalseed" / "cpu.rt_runtime_us").write_text("700000")
+    cgroup._grant_rt(tmp_path, leaf)
+    assert (tmp_path / "metalseed" / "cpu.rt_runtime_us").read_text() == "700000"
+
+
+def test_a_refused_write_leaves_the_machine_without_real_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    leaf = tree(tmp_path, "metalseed", "lab", "m1")
+    refused = tmp_path / "metalseed" / "lab" / "cpu.rt_runtime_us"
+    write = Path.write_text
+
+    def kernel(self: Path, text: str) -> int:
+        if self == refused:  # EINVAL: the parent cannot cover the budget (other labs hold it)
+            raise OSError(22, "Invalid argument")
+        return write(self, text)
+
+    monkeypatch.setattr(Path, "write_text", kernel)
+    cgroup._grant_rt(tmp_path, leaf)
+    assert (leaf / "cpu.rt_runtime_us").read_text() == "0\n"
