@@ -242,11 +242,6 @@ def check_steady(lab: Lab, c: Cluster, stage: str) -> None:
     exec_and_logs(c)
 
 
-# KNOWN FAILURE, not a pass: in CI on 168b9ee one HTTPS request of 2,708 through the edge got a
-# connection reset during the rotation (0 of 3,942 API requests failed); ci6 and the last
-# official CI passed it. Cause not found yet (session 5 note).
-@pytest.mark.xfail(strict=False, reason="1 connection reset of 2,708 HTTPS requests through the "
-                   "edge in CI on 168b9ee, cause not found (session 5 note)")
 def test_leaves_then_both_kubernetes_cas_rotate_under_a_client_through_the_vip(
         kube_lab: Lab, kube_cluster: Cluster, kube_run_pyinfra: RunPyinfra,
         kube_data: list[str], probe_pod: str, kube_app: KubeApp) -> None:
