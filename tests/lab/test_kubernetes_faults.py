@@ -11,6 +11,10 @@ watcher (which resumes from its last resourceVersion after any error).
   etcd elects a new leader at once): writes, lists and the watch resume within 2 s;
 - SIGKILL one kube-apiserver (nginx's TCP pass-through on VIP:6443 routes new connections around
   it, systemd starts it again): no operation fails;
+- freeze a master that does not hold the VIP but leads etcd, for FROZEN seconds (a hung machine
+  that keeps its addresses and every open connection to it, and answers nothing): etcd elects
+  another leader, nginx's connects to its API server time out and go to the next; no operation
+  fails, nothing acknowledged is lost; thawed, it rejoins and the cluster is whole;
 - crash a worker (silently, as on a power loss): no HTTPS request sent through the edge to the
   app (agnhost behind Traefik) after the crash fails; of those in flight while it happened, at
   most one (see the test);
@@ -91,6 +95,44 @@ def test_crash_of_the_vip_holder_resumes_the_api_within_2_s(kube_lab: Lab, clust
         kube_lab.restart(victim)
         took = kubeprobe.wait_whole(kube_lab, c, RESTORE_TIMEOUT)
         print(f"whole again {took:.1f} s after {victim} restarted")
+
+
+FROZEN = 15
+
+
+def test_a_frozen_master_fails_no_request_and_rejoins_when_thawed(kube_lab: Lab,
+                                                                 cluster: Cluster) -> None:
+    c = cluster
+    keeper = holder(kube_lab, c)
+    victim = next(m.name for m in reversed(c.masters) if m.name != keeper)
+    kubeprobe.lead_etcd(kube_lab, c, victim)
+    frozen = False
+    try:
+        with kubeprobe.ApiClient(c, NAMESPACE, max_seconds=180) as client:
+            client.wait_steady(20, timeout=60)
+            t0 = time.monotonic()
+            kube_lab.freeze(victim)
+            frozen = True
+            client.wait_resumed(t0, count=20, timeout=60)
+            time.sleep(max(0.0, FROZEN - (time.monotonic() - t0)))
+            thawed = time.monotonic()
+            kube_lab.thaw(victim)
+            frozen = False
+            client.wait_resumed(thawed, count=20, timeout=60)
+            time.sleep(2)
+            client.finish()
+            during = {lp.name: round(lp.longest_gap(t0, thawed), 2) for lp in client.loops}
+            print(f"\nmaster {victim} (etcd leader) frozen {thawed - t0:.1f} s, VIP stayed on "
+                  f"{keeper}: {client.summary(t0)}; longest gaps while frozen {during}")
+            check_client(client, t0)
+        assert kubeprobe.holder(kube_lab, c) == keeper, "the VIP moved"
+        leader, _ = kubeprobe.etcd_leader(kube_lab, keeper)
+        assert f"//{c.node(victim).address}:" not in leader, "etcd did not elect another leader"
+    finally:
+        if frozen:
+            kube_lab.thaw(victim)
+        took = kubeprobe.wait_whole(kube_lab, c, RESTORE_TIMEOUT)
+        print(f"whole again {took:.1f} s after {victim} thawed")
 
 
 def apiserver_restarts(lab: Lab, name: str) -> int:
