@@ -20,6 +20,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                        f"{' '.join(why.split())[:600]}")
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, a worker hands what the summary reports to the controller."""
+    from tests.lab.kube import TIMINGS, UPGRADE
+
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        out["metalseed_lab"] = {"failed": _FAILED, "timings": TIMINGS,
+                                "seen": UPGRADE.get("seen")}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    from tests.lab.kube import TIMINGS, UPGRADE
+
+    got = getattr(node, "workeroutput", {}).get("metalseed_lab")
+    if got:
+        _FAILED.extend(got["failed"])
+        TIMINGS.update(got["timings"])
+        if got["seen"]:
+            UPGRADE["seen"] = got["seen"]
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The shared Kubernetes lab's timings (deploy, upgrade) in the run's summary: CI keeps only
     that, and the fixture's own prints are captured."""
@@ -85,6 +108,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``kube`` share one Kubernetes lab (tests/lab/kube.py): run them after every
     other test, so the session lab's tests do not run beside an idle Kubernetes cluster."""
     items.sort(key=lambda item: item.get_closest_marker("kube") is not None)
+    # Under pytest-xdist (`-n 2 --dist loadgroup`, the README's command), every lab test runs in
+    # one worker, in this order, beside the other worker's unit tests: the labs are shared
+    # session fixtures and this machine has room for one lab test at a time.
+    for item in items:
+        if item.get_closest_marker("lab"):
+            item.add_marker(pytest.mark.xdist_group("lab"))
 
 
 # The session-scoped labs, by fixture name: each is taken down right after the last test that
