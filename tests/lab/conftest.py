@@ -20,7 +20,6 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -33,6 +32,7 @@ from tests.lab.kube import (  # noqa: F401
     kube_run_pyinfra,
 )
 from tests.lab.labs import (  # noqa: F401  (re-exported: tests import them from here)
+    FAILED,
     LAB_INVENTORY,
     MASTERS,
     REPO,
@@ -43,8 +43,6 @@ from tests.lab.labs import (  # noqa: F401  (re-exported: tests import them from
     pyinfra_runner,
     release,
 )
-
-_FAILED: list[str] = []
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -57,63 +55,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if item.get_closest_marker("lab") and (report.failed or xfailed):
         crash = getattr(report.longrepr, "reprcrash", None)
         why = crash.message if crash is not None else str(report.longrepr)
-        _FAILED.append(f"{'XFAIL' if xfailed else 'FAILED'} {item.nodeid} ({report.when}): "
+        FAILED.append(f"{'XFAIL' if xfailed else 'FAILED'} {item.nodeid} ({report.when}): "
                        f"{' '.join(why.split())[:600]}")
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Under pytest-xdist, a worker hands what the summary reports to the controller."""
-    from tests.lab.kube import TIMINGS, UPGRADE
-
-    out = getattr(session.config, "workeroutput", None)
-    if out is not None:
-        out["metalseed_lab"] = {"failed": _FAILED, "timings": TIMINGS,
-                                "seen": UPGRADE.get("seen")}
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: object) -> None:
-    from tests.lab.kube import TIMINGS, UPGRADE
-
-    got = getattr(node, "workeroutput", {}).get("metalseed_lab")
-    if got:
-        _FAILED.extend(got["failed"])
-        TIMINGS.update(got["timings"])
-        if got["seen"]:
-            UPGRADE["seen"] = got["seen"]
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The shared Kubernetes lab's timings (deploy, upgrade) in the run's summary: CI keeps only
-    that, and the fixture's own prints are captured."""
-    from tests.lab.kube import TIMINGS, UPGRADE
-
-    if _FAILED:
-        terminalreporter.section("why lab tests failed")
-        for line in _FAILED:
-            terminalreporter.write_line(line)
-    if not TIMINGS:
-        return
-    terminalreporter.section("shared Kubernetes lab")
-    for what, seconds in TIMINGS.items():
-        terminalreporter.write_line(f"{seconds:7.1f} s  {what}")
-    seen = UPGRADE.get("seen")
-    if seen:
-        terminalreporter.write_line(
-            f"upgrade under a client through the VIP: {seen['ok']} ok, {seen['failed']} failed; "
-            f"fewest available replicas of the PDB workload: {seen['min_available']}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``kube`` share one Kubernetes lab (tests/lab/kube.py): run them after every
     other test, so the session lab's tests do not run beside an idle Kubernetes cluster."""
     items.sort(key=lambda item: item.get_closest_marker("kube") is not None)
-    # Under pytest-xdist (`-n 2 --dist loadgroup`, the README's command), every lab test runs in
-    # one worker, in this order, beside the other worker's unit tests: the labs are shared
-    # session fixtures and this machine has room for one lab test at a time.
-    for item in items:
-        if item.get_closest_marker("lab"):
-            item.add_marker(pytest.mark.xdist_group("lab"))
 
 
 # The session-scoped labs, by fixture name: each is taken down right after the last test that

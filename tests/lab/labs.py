@@ -40,6 +40,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 _BOOTED: dict[str, Lab] = {}
+# Why lab tests failed (tests/lab/conftest.py), for the run's summary (tests/conftest.py).
+FAILED: list[str] = []
 
 
 def release(fixture: str) -> None:
