@@ -20,7 +20,7 @@ from pyinfra.connectors.fake import FakeConnector
 from metalseed.deploys import etcd as d
 from metalseed.deploys.converge import converged_snapshot, parse_snapshot, plan
 from metalseed.deploys.etcd import backup, deploy, replace, restore
-from metalseed.errors import DeployError, ModelError
+from metalseed.errors import DeployError, HealthCheckError, ModelError
 from metalseed.etcdclient import Member
 from metalseed.model import cluster_from_inventory
 from metalseed.pki.issue import init_pki, store_for
@@ -365,3 +365,33 @@ def test_mirror_source_installs_the_mirrors_etcd_checked_against_its_manifest(
     assert "ExecStart=/opt/metalseed/etcd/v3.6.16/etcd" in unit
     env = rec.uploads["@fake/m1"][r.ENV_FILE + ".metalseed-new"].decode()
     assert "ETCD_TLS_MIN_VERSION=TLS1.2" in env and "ETCD_ENABLE_V2" not in env
+
+
+def test_a_rolling_restart_stops_at_its_first_failed_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The gate before m2's restart fails: m3's restart and the final gate fail at once with the
+    # same reason, without waiting HEALTH_TIMEOUT again for the same cluster.
+    from tests.unit.golden_render import lab_cluster
+
+    c = lab_cluster()
+    waits: list[str | None] = []
+
+    def unhealthy(cluster: Any, timeout: float = 0, skip: str | None = None) -> None:
+        waits.append(skip)
+        raise HealthCheckError("m1 (https://10.0.0.11:2379): unreachable")
+
+    monkeypatch.setattr(deploy, "wait_cluster_healthy", unhealthy)
+    state: Any = type("RunState", (), {})()
+    m2, m3 = c.masters[1], c.masters[2]
+    with pytest.raises(HealthCheckError, match=r"stopped before m2.*m1 .*unreachable"):
+        deploy._restart_member(state, None, c, m2)  # type: ignore[arg-type]
+    with pytest.raises(HealthCheckError, match="not restarting m3: the rolling restart stopped "
+                                               "before m2"):
+        deploy._restart_member(state, None, c, m3)  # type: ignore[arg-type]
+    monkeypatch.setattr(deploy, "current_host", type("H", (), {"state": state})())
+    with pytest.raises(HealthCheckError, match="stopped before m2"):
+        deploy._all_healthy(c)
+    assert waits == ["m2"], "only the first gate waited"
+    # Another run (a new state) waits again.
+    with pytest.raises(HealthCheckError, match="stopped before m3"):
+        deploy._restart_member(type("RunState", (), {})(), None, c, m3)  # type: ignore[arg-type]
+    assert waits == ["m2", "m3"]

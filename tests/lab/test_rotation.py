@@ -177,7 +177,6 @@ def test_rotation_interrupted_by_a_crashed_master_resumes(
     resumed = rotate(run_pyinfra, rotate="due")
     took["resume"] = time.monotonic() - t0 - sum(took.values())
     print(f"\ncrash and resume (s): { {k: round(v, 1) for k, v in took.items()} }")
-    print("\n".join(out.splitlines()[-60:]))
     totals = pyinfra_totals(resumed.stdout + resumed.stderr)
     assert totals["error"] == 0 and totals["hosts"] > 0, totals
     check = metalseed(lab, "certs", "check", "inventory/lab.py")

@@ -37,7 +37,7 @@ from metalseed.deploys.etcd.common import (
     wait_cluster_healthy,
 )
 from metalseed.deploys.etcd.common import binaries as binaries_for
-from metalseed.deploys.gates import call_if, gate, run_commands
+from metalseed.deploys.gates import call_if, gate, run_commands, shared
 from metalseed.errors import DeployError, HealthCheckError
 from metalseed.model import Cluster, Node, cluster_from_inventory
 from metalseed.pki.issue import ensure_store
@@ -65,11 +65,8 @@ def _check_joinable(state: State, host: Host, cluster: Cluster, member: Node) ->
 
 
 def _stopped(state: State, cluster: Cluster) -> dict[str, str]:
-    """Why this run's rolling restart of ``cluster``'s etcd stopped, if it did (per run)."""
-    attr = f"_metalseed_{cluster.etcd.store_dir}_rolling_stopped"
-    if not hasattr(state, attr):
-        setattr(state, attr, {})
-    stopped: dict[str, str] = getattr(state, attr)
+    """Why this run's rolling restart of ``cluster``'s etcd stopped, if it did (one per run)."""
+    stopped: dict[str, str] = shared(state, f"{cluster.etcd.store_dir}-rolling-stopped", dict)
     return stopped
 
 
