@@ -10,6 +10,7 @@ import http.client
 import socket
 import ssl
 import statistics
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,23 @@ def became_master(lab: Shell, name: str, since: float) -> float | None:
     times = [float(line.split()[0]) for line in str(getattr(out, "stdout", "")).splitlines()
              if "Entering MASTER STATE" in line and line[:1].isdigit()]
     return times[0] if times else None
+
+
+def mac_address(lab: Shell, cluster: Cluster, name: str) -> str:
+    """The MAC of ``name``'s VIP interface, from the machine's own netlink (a lab machine's
+    /sys/class/net is the host's)."""
+    out = lab.ssh(name, f"ip -br link show dev {cluster.vip_interface}", timeout=30)
+    fields = str(getattr(out, "stdout", "")).split()
+    if len(fields) < 3:
+        raise HealthCheckError(f"{name}: no link {cluster.vip_interface}: {out}")
+    return fields[2]
+
+
+def vip_neighbour(cluster: Cluster) -> str:
+    """This machine's ARP entry for the VIP (``ip neigh show``: address, device, MAC, state), or
+    an empty string: which master its packets to the VIP go to."""
+    return subprocess.run(["ip", "neigh", "show", str(cluster.vip)], capture_output=True,
+                          text=True, check=False).stdout.strip()
 
 
 def wait_port(address: str, port: int, timeout: float) -> None:

@@ -23,6 +23,7 @@ import pytest
 
 from metalseed import edgeprobe as probe
 from metalseed.lab import Lab
+from metalseed.lab.plan import bridge_name
 from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.pki.issue import store_for
 from metalseed.probe import pyinfra_totals
@@ -115,6 +116,36 @@ def test_keepalived_sends_its_adverts_in_real_time_on_every_master(edge: Cluster
         res = lab.ssh(m.name, "for p in $(pgrep keepalived); do chrt -p $p; done", timeout=10)
         policies = re.findall(r"policy: (\S+)", res.stdout)
         assert "SCHED_RR|SCHED_RESET_ON_FORK" in policies, (m.name, res.stdout, res.stderr)
+
+
+def test_a_client_still_sending_to_another_masters_mac_is_corrected(edge: Cluster,
+                                                                     lab: Lab) -> None:
+    # What a holder that was frozen while a peer held the VIP leaves behind: clients with the
+    # peer's MAC for the VIP. The holder's periodic gratuitous ARP corrects them.
+    holder = probe.wait_holder(lab, edge, expected=r.expected_holder(edge).name)
+    other = next(m.name for m in edge.masters if m.name != holder)
+    right, wrong = probe.mac_address(lab, edge, holder), probe.mac_address(lab, edge, other)
+    # keepalived's second set of gratuitous ARPs after it became MASTER (garp_master_delay, 5 s by
+    # default) would correct the entry without any refresh: plant it only after that.
+    since = probe.became_master(lab, holder, since=time.time() - 60)
+    if since is not None:
+        time.sleep(max(0.0, since + 6 - time.time()))
+    bridge = bridge_name(lab.name)
+    try:
+        subprocess.run(["ip", "neigh", "replace", vip(edge), "lladdr", wrong, "dev", bridge,
+                        "nud", "reachable"], check=True)
+        t0 = time.monotonic()
+        while wrong in probe.vip_neighbour(edge) and time.monotonic() - t0 < r.GARP_REFRESH + 3:
+            time.sleep(0.1)
+        took = time.monotonic() - t0
+        entry = probe.vip_neighbour(edge)
+        print(f"\nedge: a client's entry for the VIP pointing at {other} corrected to {holder} "
+              f"in {took:.2f} s (refresh every {r.GARP_REFRESH} s)")
+        assert right in entry, f"after {took:.1f} s the VIP still resolves to {entry!r}, " \
+            f"not to {holder}'s {right}"
+    finally:
+        if wrong in probe.vip_neighbour(edge):
+            subprocess.run(["ip", "neigh", "del", vip(edge), "dev", bridge], check=False)
 
 
 @pytest.mark.skipif(shutil.which("testssl") is None, reason="testssl.sh is not installed")

@@ -15,6 +15,10 @@ watcher (which resumes from its last resourceVersion after any error).
   that keeps its addresses and every open connection to it, and answers nothing): etcd elects
   another leader, nginx's connects to its API server time out and go to the next; no operation
   fails, nothing acknowledged is lost; thawed, it rejoins and the cluster is whole;
+- freeze the master that holds the VIP and leads etcd, for FROZEN seconds: the next master
+  takes the VIP, etcd elects another leader, no operation fails; thawed, it takes the VIP back
+  (preemption) and clients reach it, not the master that stood in (see keepalived.conf.j2 on
+  gratuitous ARPs), and the cluster is whole;
 - crash a worker (silently, as on a power loss): no HTTPS request sent through the edge to the
   app (agnhost behind Traefik) after the crash fails; of those in flight while it happened, at
   most one (see the test);
@@ -127,6 +131,51 @@ def test_a_frozen_master_fails_no_request_and_rejoins_when_thawed(kube_lab: Lab,
             check_client(client, t0)
         assert kubeprobe.holder(kube_lab, c) == keeper, "the VIP moved"
         leader, _ = kubeprobe.etcd_leader(kube_lab, keeper)
+        assert f"//{c.node(victim).address}:" not in leader, "etcd did not elect another leader"
+    finally:
+        if frozen:
+            kube_lab.thaw(victim)
+        took = kubeprobe.wait_whole(kube_lab, c, RESTORE_TIMEOUT)
+        print(f"whole again {took:.1f} s after {victim} thawed")
+
+
+def test_a_frozen_vip_holder_fails_no_request_and_takes_the_vip_back_when_thawed(
+        kube_lab: Lab, cluster: Cluster) -> None:
+    c = cluster
+    victim = holder(kube_lab, c)
+    kubeprobe.lead_etcd(kube_lab, c, victim)
+    frozen = False
+    try:
+        with kubeprobe.ApiClient(c, NAMESPACE, max_seconds=180) as client:
+            client.wait_steady(20, timeout=60)
+            t0 = time.monotonic()
+            kube_lab.freeze(victim)
+            frozen = True
+            stand_in = kubeprobe.wait_holder(kube_lab, c, names=[m.name for m in c.masters
+                                                                 if m.name != victim],
+                                             timeout=30)
+            client.wait_resumed(t0, count=20, timeout=60)
+            time.sleep(max(0.0, FROZEN - (time.monotonic() - t0)))
+            thawed = time.monotonic()
+            kube_lab.thaw(victim)
+            frozen = False
+            # Preemption: the thawed holder, still MASTER in its own eyes, takes the VIP back.
+            kubeprobe.wait_holder(kube_lab, c, expected=victim, timeout=30)
+            try:
+                client.wait_resumed(thawed, count=20, timeout=60)
+            finally:
+                print(f"\nafter the thaw the operator machine reaches the VIP at "
+                      f"{edgeprobe.vip_neighbour(c)!r}; {victim} is "
+                      f"{edgeprobe.mac_address(kube_lab, c, victim)}")
+            time.sleep(2)
+            client.finish()
+            during = {lp.name: round(lp.longest_gap(t0, thawed), 2) for lp in client.loops}
+            after = {lp.name: round(lp.longest_gap(thawed), 2) for lp in client.loops}
+            print(f"VIP holder {victim} (etcd leader) frozen {thawed - t0:.1f} s, VIP on "
+                  f"{stand_in} meanwhile: {client.summary(t0)}; longest gaps while frozen "
+                  f"{during}, after the thaw {after}")
+            check_client(client, t0)
+        leader, _ = kubeprobe.etcd_leader(kube_lab, stand_in)
         assert f"//{c.node(victim).address}:" not in leader, "etcd did not elect another leader"
     finally:
         if frozen:

@@ -132,6 +132,11 @@ def health_check_command() -> str:
             f"http://127.0.0.1:{HEALTH_PORT}{HEALTH_PATH}")
 
 
+# Seconds between the holder's unprompted gratuitous ARPs: the longest a client that kept another
+# master's MAC for the VIP goes on sending through that master (see keepalived.conf.j2).
+GARP_REFRESH = 5
+
+
 def keepalived_conf(cluster: Cluster, node: Node) -> str:
     if not node.is_master:
         raise ValueError(f"{node.name} is not a master; keepalived runs on masters only")
@@ -150,6 +155,7 @@ def keepalived_conf(cluster: Cluster, node: Node) -> str:
         unicast_src_ip=node.address,
         unicast_peers=[m.address for m in cluster.masters if m != node],
         vip=cluster.vip,
+        garp_refresh=GARP_REFRESH,
     )
 
 
