@@ -172,14 +172,14 @@ def wait_holder(lab: Shell, cluster: Cluster, expected: str | None = None, timeo
     raise HealthCheckError(f"VIP {cluster.vip}: holder is {last!r}, expected {expected or 'any'!r}")
 
 
-def became_master(lab: Shell, name: str, since: float) -> float | None:
-    """When keepalived on ``name`` last entered MASTER state after ``since`` (journal, host clock:
-    lab machines share the host's clock)."""
+def became_master(lab: Shell, name: str, since: float, last: bool = False) -> float | None:
+    """When keepalived on ``name`` first (or ``last``) entered MASTER state after ``since``
+    (journal, host clock: lab machines share the host's clock)."""
     out = lab.ssh(name, f"journalctl -u keepalived -o short-unix --no-pager --since @{since:.6f}",
                   timeout=10)
     times = [float(line.split()[0]) for line in str(getattr(out, "stdout", "")).splitlines()
              if "Entering MASTER STATE" in line and line[:1].isdigit()]
-    return times[0] if times else None
+    return (times[-1] if last else times[0]) if times else None
 
 
 def mac_address(lab: Shell, cluster: Cluster, name: str) -> str:
