@@ -80,7 +80,11 @@ def readyz(api: Any) -> str | None:
         response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
         response.read()
         text = (response.data or b"").decode(errors="replace").strip()
-        return None if response.status == 200 and text == "ok" else f"{response.status} {text[:200]}"
+        if response.status == 200 and text == "ok":
+            return None
+        # A verbose answer lists every check; the failing ones ("[-]...") say why.
+        failing = [line for line in text.splitlines() if line.startswith("[-]")]
+        return f"{response.status} {' '.join(failing) if failing else text[:200]}"
     except Exception as e:  # any failure to connect is "not ready yet" here
         return f"{type(e).__name__}: {e}"
 

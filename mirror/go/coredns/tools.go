@@ -1,8 +1,0 @@
-//go:build tools
-
-// Upstream main packages built straight from the module graph (go build <pkg>): never imported.
-package tools
-
-import (
-	_ "github.com/coredns/coredns"
-)
