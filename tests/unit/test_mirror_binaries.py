@@ -58,3 +58,23 @@ def test_runc_has_seccomp_and_is_static() -> None:
     assert "libseccomp:" in out.stdout
     ldd = subprocess.run(["ldd", str(path)], capture_output=True, text=True)
     assert "not a dynamic executable" in ldd.stdout + ldd.stderr
+
+
+def test_coredns_has_every_plugin_the_corefile_names() -> None:
+    """Our CoreDNS main imports a selection of plugins: every directive of the Corefile we ship
+    must be among those the binary registers (a missing one would fail CoreDNS at start)."""
+    if "coredns" not in NAMES:
+        pytest.skip(f"coredns is not in a built mirror at {default_root()}")
+    from metalseed.render.templates import FILES_DIR
+
+    corefile = (FILES_DIR / "kubernetes" / "Corefile.j2").read_text()
+    # A directive is a line's first word inside the server block; "}" and "{{" are neither.
+    names = {line.split()[0] for line in corefile.splitlines()[1:]
+             if line.startswith("    ") and not line.startswith("        ")
+             and line.split() and line.split()[0] != "}"}
+    path = default_root() / load_manifest(default_root()).get("coredns").path
+    out = subprocess.run([str(path), "-plugins"], capture_output=True, text=True, timeout=30)
+    registered = set(out.stdout.split())  # one plugin name a line
+    assert {"kubernetes", "forward", "prometheus"} <= names, names  # the parse found the block
+    assert names <= registered, (names - registered, out.stdout[-2000:])
+    assert "route53" not in registered  # the selection took: upstream's main registers it

@@ -393,7 +393,8 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
         Recipe(
             "coredns",
             gomod="coredns",
-            builds=(GoBuild(packages=("github.com/coredns/coredns",)),),
+            # mirror/go/coredns/main.go: upstream's coremain with the plugins a cluster uses.
+            builds=(GoBuild(packages=(".",), rename=(("coredns", "coredns"),)),),
             images=(
                 ImageRecipe(
                     name="coredns-image",
