@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -309,3 +311,71 @@ def kube_app(kube_cluster: Cluster) -> KubeApp:
 
     wait_until(f"{app.url} answers through the edge from a pod", through_the_edge, timeout=120)
     return app
+
+
+class BackgroundClient:
+    """A client that repeats ``_once`` every ``interval`` seconds in a thread while its ``with``
+    block runs, counting answers and keeping every failure with its time."""
+
+    interval = 0.1
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _once(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._once()
+                self.ok += 1
+            except Exception as e:
+                self.failed.append(f"{time.strftime('%H:%M:%S')} {type(e).__name__}: "
+                                   f"{str(e)[:160]}")
+            time.sleep(self.interval)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def wait_ok(self, n: int, timeout: float = 30) -> None:
+        target = self.ok + n
+        wait_until(f"{n} more answers", lambda: None if self.ok >= target
+                   else f"{self.ok}/{target}, failures: {self.failed[-2:]}", timeout)
+
+
+class ReloadingApiClient(BackgroundClient):
+    """Lists namespaces every 50 ms with a kubeconfig from the store (a cluster's or a tenant's
+    admin.conf), built again whenever the file's bytes change (the store writes it atomically),
+    as an operator's tools read it."""
+
+    interval = 0.05
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.reloads = 0
+        self._text = b""
+        self._api: Any = None
+
+    def _once(self) -> None:
+        from kubernetes import client as k8s
+        from kubernetes.config import new_client_from_config
+
+        now = self.path.read_bytes()
+        if now != self._text:
+            with tempfile.NamedTemporaryFile(suffix=".conf") as f:
+                f.write(now)
+                f.flush()
+                self._text, self._api = now, k8s.CoreV1Api(new_client_from_config(
+                    config_file=f.name))
+            self.reloads += 1
+        self._api.list_namespace(_request_timeout=5)

@@ -24,7 +24,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +38,9 @@ from metalseed.model import Cluster
 from metalseed.pki.issue import store_for
 from metalseed.probe import pyinfra_totals
 from tests.lab.kube import (
+    BackgroundClient,
     KubeApp,
+    ReloadingApiClient,
     RunPyinfra,
     agnhost_image,
     kubectl,
@@ -56,68 +57,13 @@ CAS = "ca,front-proxy-ca"
 KUBELET_CA = "/etc/kubernetes/kubelet/pki/ca.crt"
 
 
-class ApiClient:
-    """Lists namespaces through the VIP every 50 ms with the store's admin kubeconfig, built again
-    whenever the file's bytes change (the store writes it atomically)."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.path = cluster.pki_dir / "kubeconfig" / "admin.conf"
-        self.ok = 0
-        self.failed: list[str] = []
-        self.reloads = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _client(self, text: bytes) -> Any:
-        from kubernetes import client as k8s
-        from kubernetes.config import new_client_from_config
-
-        with tempfile.NamedTemporaryFile(suffix=".conf") as f:
-            f.write(text)
-            f.flush()
-            return k8s.CoreV1Api(new_client_from_config(config_file=f.name))
-
-    def _run(self) -> None:
-        text = b""
-        api = None
-        while not self._stop.is_set():
-            now = self.path.read_bytes()
-            if now != text:
-                text, api = now, self._client(now)
-                self.reloads += 1
-            try:
-                assert api is not None
-                api.list_namespace(_request_timeout=5)
-                self.ok += 1
-            except Exception as e:
-                self.failed.append(f"{time.strftime('%H:%M:%S')} {type(e).__name__}: "
-                                   f"{str(e)[:160]}")
-            time.sleep(0.05)
-
-    def __enter__(self) -> ApiClient:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-    def wait_ok(self, n: int, timeout: float = 30) -> None:
-        target = self.ok + n
-        wait_until(f"{n} more API requests answered", lambda: None if self.ok >= target
-                   else f"{self.ok}/{target}, failures: {self.failed[-2:]}", timeout)
-
-
-class EdgeClient:
+class EdgeClient(BackgroundClient):
     """HTTPS through the edge (nginx on the VIP -> NodePort -> Traefik -> a pod), a new verified
     connection per request as curl makes one, every 100 ms."""
 
     def __init__(self, app: Any) -> None:
+        super().__init__()
         self.app = app
-        self.ok = 0
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self._ctx = ssl.create_default_context(cafile=str(app.ca))
 
     def _once(self) -> None:
@@ -133,24 +79,6 @@ class EdgeClient:
         status = data.split(b"\r\n", 1)[0]
         if b" 200 " not in status + b" ":
             raise RuntimeError(status.decode(errors="replace"))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._once()
-                self.ok += 1
-            except Exception as e:
-                self.failed.append(f"{time.strftime('%H:%M:%S')} {type(e).__name__}: "
-                                   f"{str(e)[:160]}")
-            time.sleep(0.1)
-
-    def __enter__(self) -> EdgeClient:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
 
 
 def rotate(run: RunPyinfra, data: list[str], **inputs: str) -> subprocess.CompletedProcess[str]:
@@ -259,7 +187,7 @@ def test_leaves_then_both_kubernetes_cas_rotate_under_a_client_through_the_vip(
     took: dict[str, float] = {}
     ended: dict[str, str] = {}  # wall clock at each phase's end, beside the failures' times
     began = time.strftime("%Y-%m-%d %H:%M:%S")
-    with ApiClient(c) as client, EdgeClient(kube_app) as edge:
+    with ReloadingApiClient(c.pki_dir / "kubeconfig" / "admin.conf") as client, EdgeClient(kube_app) as edge:
         client.wait_ok(5, timeout=120)
         wait_until("HTTPS answered through the edge", lambda: None if edge.ok >= 5
                    else f"{edge.ok} ok, failures: {edge.failed[-2:]}", 120)
