@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,14 @@ from metalseed.lab import Lab
 from metalseed.lab.inventory import pyinfra_inventory
 from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.probe import pyinfra_totals
-from tests.lab.kube import NEEDED, TIMINGS, RunPyinfra, agnhost_image, mirror_components
+from tests.lab.kube import (
+    NEEDED,
+    TIMINGS,
+    ReloadingApiClient,
+    RunPyinfra,
+    agnhost_image,
+    mirror_components,
+)
 from tests.lab.kube import kubectl_as as kubectl
 from tests.lab.labs import REPO, TEST_LAB, booted_lab, pyinfra_runner
 
@@ -156,6 +164,40 @@ def test_acmes_worker_joins_acme_and_runs_a_pod_whose_logs_and_exec_work(seed: C
     assert "Started HTTP server on port 8080" in logs, logs
     out = kubectl(c, acme, "exec", "hello", "--", "cat", "/etc/hostname").stdout.strip()
     assert out == "hello", out
+
+
+IN_CLUSTER_POD = """apiVersion: v1
+kind: Pod
+metadata: {{name: in-cluster, namespace: default}}
+spec:
+  containers:
+    - name: agnhost
+      image: {image}
+      args: ["inclusterclient", "--poll-interval=1"]
+"""
+
+
+def test_a_pod_on_acmes_worker_reaches_acmes_api_in_cluster(seed: Cluster) -> None:
+    """client-go's in-cluster config, its service account token and acme's CA bundle: the
+    kubernetes Service (VIP at the edge's API port), the edge routing t1's nameless hello to
+    acme's API. The seed's API would fail the TLS check (another CA), a wrong path would hang:
+    either way fewer calls than asked, or a failed one, in the logs."""
+    c = seed
+    acme = admin_conf(c, "acme")
+    slice_ = json.loads(kubectl(c, acme, "-n", "default", "get", "endpointslice", "kubernetes",
+                                "-o", "json").stdout)
+    assert slice_["endpoints"][0]["addresses"] == [str(c.vip)], slice_
+    kubectl(c, acme, "apply", "-f", "-", input=IN_CLUSTER_POD.format(image=agnhost_image(c)))
+    kubectl(c, acme, "wait", "--for=condition=Ready", "pod/in-cluster", "--timeout=120s",
+            timeout=150)
+    logs, deadline = "", time.monotonic() + 60
+    while logs.count("calling /healthz") < 5 and time.monotonic() < deadline:
+        time.sleep(1)
+        logs = kubectl(c, acme, "logs", "in-cluster").stdout
+    print(f"\nin-cluster client on t1: {logs.count('calling /healthz')} calls in the logs")
+    assert logs.count("calling /healthz") >= 5, logs[-3000:]
+    assert "status=failed" not in logs and "authz_header=<empty>" not in logs, logs[-3000:]
+    kubectl(c, acme, "delete", "pod", "in-cluster", "--wait=false")
 
 
 def test_tenants_status_shows_each_tenants_nodes(seed: Cluster) -> None:
@@ -413,6 +455,47 @@ def test_renewed_worker_leaves_reach_acmes_worker(seed: Cluster, run: RunPyinfra
     logs = kubectl(c, acme, "logs", "hello").stdout
     assert "Started HTTP server on port 8080" in logs, logs
     kubectl(c, acme, "wait", "--for=condition=Ready", "node/t1", "--timeout=60s", timeout=90)
+
+
+def test_acmes_ca_rotates_in_three_phases_under_a_client_and_reaches_its_worker(
+        seed: Cluster, run: RunPyinfra) -> None:
+    """Each phase as an operator runs it: rotate-certs.py (the store, then acme's worker), then
+    seed.py (acme's control plane takes the new bundle or leaves: its Secret's digest rolls
+    it); a client of acme's API through the edge, with acme's admin.conf reloaded whenever it
+    changes, throughout."""
+    c = seed
+    conf = admin_conf(c, "acme")
+    ca = c.pki_dir / "tenants" / "acme" / "ca.crt"
+    old_ca, old_conf = _store_der(ca), yaml.safe_load(conf.read_bytes())
+    serving = c.pki_dir / "tenants" / "acme" / "kubelet-serving" / "t1.crt"
+    t1 = str(c.workers_of("acme")[0].address)
+    with ReloadingApiClient(conf) as client:
+        client.wait_ok(5, timeout=120)
+        for phase in ("trust", "reissue", "finish"):
+            start = time.monotonic()
+            run("deploys/rotate-certs.py", *DATA, "--data", "rotate=none", "--data",
+                "rotate_ca=tenants/acme/ca", "--data", f"rotate_phase={phase}", timeout=600)
+            run("deploys/seed.py", *DATA, timeout=600)
+            TIMINGS[f"seed: acme's CA, phase {phase} (rotate-certs.py + seed.py)"] = (
+                time.monotonic() - start)
+            kubectl(c, conf, "wait", "--for=condition=Ready", "node/t1", "--timeout=90s",
+                    timeout=120)
+            # The API server dials t1's kubelet (serving certificate of the CA in charge) for
+            # logs; t1's kubelet takes the API server's client certificate.
+            logs = kubectl(c, conf, "logs", "hello").stdout
+            assert "Started HTTP server on port 8080" in logs, (phase, logs)
+            assert _serving_cert(t1) == _store_der(serving), phase
+            client.wait_ok(5, timeout=120)
+    print(f"\nacme's CA rotated: {client.ok} API requests, {len(client.failed)} failed, "
+          f"admin.conf read {client.reloads} times; {client.failed[:3]}")
+    assert _store_der(ca) != old_ca
+    assert client.ok > 0 and not client.failed, client.failed[:10]
+    # The old admin credentials: the new API server certificate is not trusted with the old CA.
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+        yaml.safe_dump(old_conf, f)
+        f.flush()
+        refused = kubectl(c, Path(f.name), "get", "--raw", "/readyz", check=False)
+    assert refused.returncode != 0, refused.stdout
 
 
 def test_an_invalid_tenant_spec_is_refused_and_nothing_is_applied(seed: Cluster,

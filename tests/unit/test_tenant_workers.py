@@ -107,10 +107,19 @@ def test_a_tenant_workers_node_is_waited_for_until_ready() -> None:
     assert nodes_not_ready([node("t1", None)], ["t1"]) == "t1 not Ready (no condition yet)"
 
 
-def test_a_tenant_cluster_gets_flanneld_rbac_for_its_workers() -> None:
-    kinds = {(o["kind"], o["metadata"]["name"]) for o in worker_objects()}
+def test_a_tenant_cluster_gets_flanneld_rbac_and_the_edge_as_its_api_endpoint() -> None:
+    objects = worker_objects("10.1.2.3", 6443)
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert kinds == {("ClusterRole", "metalseed:flannel"),
-                     ("ClusterRoleBinding", "metalseed:flannel")}
+                     ("ClusterRoleBinding", "metalseed:flannel"),
+                     ("EndpointSlice", "kubernetes")}
+    (slice_,) = (o for o in objects if o["kind"] == "EndpointSlice")
+    # kube-proxy joins a slice to its Service by this label and the port by its name ("https",
+    # the name the API server gives the kubernetes Service's port).
+    assert slice_["metadata"]["namespace"] == "default"
+    assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
+    assert slice_["endpoints"] == [{"addresses": ["10.1.2.3"], "conditions": {"ready": True}}]
+    assert slice_["ports"] == [{"name": "https", "port": 6443, "protocol": "TCP"}]
 
 
 def test_rotate_certs_takes_a_tenant_workers_leaves_by_id(tmp_path: Path) -> None:
@@ -132,3 +141,30 @@ def test_the_lab_plans_tenant_workers_past_the_datastore() -> None:
         ("t1", "tenant-worker", "10.213.7.61"), ("t2", "tenant-worker", "10.213.7.62")]
     assert planmod.machine_role("t1") == "tenant-worker"
     assert planmod.netns_pattern("seedy").match("ms-seedy-t1")
+
+
+def test_the_edge_routes_a_tenant_workers_nameless_hello_to_its_tenant(tmp_path: Path) -> None:
+    """A pod's in-cluster client on t1 dials the kubernetes Service by IP: no server name, so
+    the edge routes by t1's address to acme's API; no name from anywhere else stays the seed's."""
+    import re
+
+    from metalseed.render import edge
+
+    c = seed(tmp_path)
+    stream = edge.nginx_conf(c, "/x").split("\nstream {", 1)[1]
+
+    def map_of(var: str) -> list[str]:
+        m = re.search(rf"map \$\w+ \${var} \{{(.*?)\}}", stream, re.S)
+        assert m is not None, var
+        return [ln.strip() for ln in m.group(1).strip().splitlines()]
+
+    assert map_of("metalseed_api_by_source") == [
+        "default metalseed_apiserver;",
+        "10.20.0.61 kube-apiserver.tenant-acme.svc.cluster.local:6443;"]
+    assert map_of("metalseed_api_upstream")[0] == "default $metalseed_api_by_source;"
+    assert "map $remote_addr $metalseed_api_by_source" in stream
+    # The endpoint the tenant's pods get is that path: the VIP at the edge's API port.
+    slice_ = next(o for o in worker_objects(str(c.vip), c.apiserver_port)
+                  if o["kind"] == "EndpointSlice")
+    assert slice_["endpoints"][0]["addresses"] == ["10.20.0.10"]
+    assert slice_["ports"][0]["port"] == c.apiserver_port == 6443

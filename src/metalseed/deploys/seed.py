@@ -18,9 +18,10 @@ True``, the ``tenants`` data, the tenant datastore):
    node, each tenant namespace's NetworkPolicies and probe pod;
 8. a wait on real conditions: each Deployment rolled out and each tenant's API answering
    ``/readyz`` through the edge with its own admin.conf; the engine on every node;
-9. each tenant's workers (:mod:`metalseed.deploys.tenant_workers`): flanneld's RBAC in the
-   tenant's cluster, then on every tenant worker kubelet, kube-proxy and flanneld with the
-   tenant's PKI, joining through the edge; a wait until each is Ready in its tenant's API;
+9. each tenant's workers (:mod:`metalseed.deploys.tenant_workers`): flanneld's RBAC and the
+   ``kubernetes`` Service's endpoint (the edge) in the tenant's cluster, then on every tenant
+   worker kubelet, kube-proxy and flanneld with the tenant's PKI, joining through the edge; a
+   wait until each is Ready in its tenant's API;
 10. the probe matrix (``metalseed tenants verify``): every allowed path connects (a tenant's
     own workers' kubelets among them), every forbidden one does not, or the deploy fails with
     the table.

@@ -14,7 +14,8 @@ address over the node network: its pod runs on the seed, whose flanneld masquera
 the pod network (``--ip-masq``), so the worker sees a seed node's address and answers it on the
 node network. No konnectivity: the seed's nodes and the tenant's workers share a routed network.
 
-Once, on the operator's machine: flanneld's RBAC server-side applied to each tenant's API (where a
+Once, on the operator's machine: flanneld's RBAC and the ``kubernetes`` Service's endpoint (the
+edge: :mod:`metalseed.kube.tenant_nodes`) server-side applied to each tenant's API (where a
 dry run says it would change) before the workers start, then a wait until every tenant worker is
 Ready in its tenant's API.
 """
@@ -41,11 +42,16 @@ from metalseed.model import Cluster, cluster_from_inventory
 from metalseed.tenants import apply as ta
 from metalseed.tenants.spec import TenantSpec
 
-OBJECTS_OP = "seed: flanneld's RBAC in each tenant cluster with workers (server-side apply)"
+OBJECTS_OP = ("seed: flanneld's RBAC and the kubernetes Service's endpoint in each tenant "
+              "cluster with workers (server-side apply)")
 BINARIES_OP = "seed: tenant worker binaries (kube, flanneld, flannel CNI plugin)"
 NODE_OP = "seed: tenant worker kubelet, kube-proxy, flanneld (the tenant's PKI, through the edge)"
 WAIT_OP = "seed: every tenant worker Ready in its tenant's API"
 NODES_TIMEOUT = 300.0
+
+
+def _objects(cluster: Cluster) -> list[dict[str, Any]]:
+    return worker_objects(str(cluster.vip), cluster.apiserver_port)
 
 
 def with_workers(cluster: Cluster) -> list[TenantSpec]:
@@ -62,7 +68,7 @@ def tenant_view(cluster: Cluster, tenant: TenantSpec) -> Cluster:
 def validate(cluster: Cluster) -> None:
     """Offline, before any host is touched: what the tenants' clusters get fits the schemas."""
     if with_workers(cluster):
-        openapi.validate(worker_objects(), openapi.load(cluster.mirror_dir))
+        openapi.validate(_objects(cluster), openapi.load(cluster.mirror_dir))
 
 
 @operation()
@@ -77,9 +83,9 @@ def apply_worker_objects(cluster: Cluster) -> Generator[Any, None, None]:
             try:
                 api = ta.tenant_api(cluster, t.name)
             except KubernetesError:  # no admin.conf yet: a first run applies everything
-                todo[t.name] = [ka.describe(o) for o in worker_objects()]
+                todo[t.name] = [ka.describe(o) for o in _objects(cluster)]
                 continue
-            pending = ka.pending(cluster, worker_objects(), api)
+            pending = ka.pending(cluster, _objects(cluster), api)
             if pending:
                 todo[t.name] = pending
         cache[OBJECTS_OP] = todo
@@ -92,7 +98,7 @@ def apply_worker_objects(cluster: Cluster) -> Generator[Any, None, None]:
 
 def _apply(cluster: Cluster, tenants: list[str]) -> None:
     for name in tenants:
-        ka.validate_and_apply(cluster, worker_objects(), ta.tenant_api(cluster, name))
+        ka.validate_and_apply(cluster, _objects(cluster), ta.tenant_api(cluster, name))
 
 
 def tenant_worker() -> None:

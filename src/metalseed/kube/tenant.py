@@ -110,6 +110,11 @@ def apiserver_args(i: ControlPlaneInputs) -> list[str]:
         f"--service-account-key-file={PKI_DIR}/sa.pub",
         f"--service-account-signing-key-file={PKI_DIR}/sa.key",
         f"--service-cluster-ip-range={i.service_network}",
+        # The kubernetes Service's endpoint is the edge, applied with the tenant's workers
+        # (kube.tenant_nodes): this server's own address is the seed's, unrouted where the
+        # tenant's pods run, and a lease reconciler would also drop the endpoint each time a
+        # replica stops.
+        "--endpoint-reconciler-type=none",
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
         f"--requestheader-client-ca-file={PKI_DIR}/front-proxy-ca.crt",

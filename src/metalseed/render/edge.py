@@ -195,6 +195,16 @@ def tenant_routes(cluster: Cluster) -> list[tuple[str, str]]:
             for t in cluster.tenants]
 
 
+def tenant_source_routes(cluster: Cluster) -> list[tuple[str, str]]:
+    """(client address, upstream) for each tenant worker: its tenant's API Service. A pod's
+    in-cluster client dials the tenant's ``kubernetes`` Service by IP (its endpoint is the VIP,
+    :mod:`metalseed.kube.tenant_nodes`), so its TLS hello names no server; it arrives from its
+    worker's address (flanneld masquerades), which belongs to exactly one tenant."""
+    routes = dict(tenant_routes(cluster))
+    return [(str(n.address), routes[cluster.tenant_endpoint(t.name)])
+            for t in cluster.tenants for n in cluster.workers_of(t.name)]
+
+
 def nginx_conf(cluster: Cluster, bundle_path: str) -> str:
     edge = cluster.edge
     return render(
@@ -220,6 +230,7 @@ def nginx_conf(cluster: Cluster, bundle_path: str) -> str:
         health_path=HEALTH_PATH,
         apiserver_port=cluster.apiserver_port,
         tenant_routes=tenant_routes(cluster),
+        tenant_source_routes=tenant_source_routes(cluster),
         cluster_dns=cluster.cluster_dns_address,
         tenant_dns_valid=TENANT_DNS_VALID,
         tenant_dns_timeout=TENANT_DNS_TIMEOUT,
