@@ -232,22 +232,10 @@ def deploy_edge(lab: Lab, **extra: Any) -> dict[str, tuple[int, int]]:
     Returns {host: (operations that changed something, operations without change)}; raises
     DeployError when any host failed.
     """
-    from pyinfra.api import Config, State
-    from pyinfra.api.connect import connect_all
-    from pyinfra.api.deploy import add_deploy
-    from pyinfra.api.operations import run_ops
-
     from metalseed.deploys.edge import edge
-    from metalseed.errors import DeployError
+    from metalseed.etcdprobe import run_deploy
 
-    state = State(lab_inventory(lab, **extra), Config())
-    connect_all(state)
-    add_deploy(state, edge)
-    run_ops(state)
-    failed = {h.name for h in state.failed_hosts}
-    failed |= {h.name for h in state.inventory if state.get_results_for_host(h).error_ops}
-    if failed:
-        raise DeployError(f"edge deploy failed on {sorted(failed)}")
+    state = run_deploy(lab_inventory(lab, **extra), edge).state
     counts: dict[str, tuple[int, int]] = {}
     for h in state.inventory:
         meta = state.get_meta_for_host(h)

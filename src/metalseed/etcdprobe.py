@@ -4,6 +4,8 @@ API, a continuous writer that records every acknowledged write, leader lookup.""
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,17 @@ def lab_inventory(lab: Any, masters: Sequence[str] | None = None,
     return pyinfra_inventory(lab.require_state(), masters, workers, **extra)
 
 
+class _Problems(logging.Handler):
+    """The warnings and errors pyinfra logs during a run, without their terminal colours."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage()).strip())
+
+
 @dataclass
 class RunResult:
     state: Any
@@ -36,18 +49,31 @@ def run_deploy(inventory: Any, deploy: Callable[..., Any], **kwargs: Any) -> Run
     from pyinfra.api import Config, State
     from pyinfra.api.connect import connect_all
     from pyinfra.api.deploy import add_deploy
+    from pyinfra.api.exceptions import PyinfraError
     from pyinfra.api.operations import run_ops
 
     start = time.monotonic()
-    state = State(inventory, Config())
-    connect_all(state)
-    add_deploy(state, deploy, **kwargs)
-    run_ops(state)
+    problems = _Problems()
+    logger = logging.getLogger("pyinfra")
+    logger.addHandler(problems)
+    try:
+        state = State(inventory, Config())
+        connect_all(state)
+        add_deploy(state, deploy, **kwargs)
+        try:
+            run_ops(state)
+        except PyinfraError as e:  # "No hosts remaining!": every host failed
+            problems.lines.append(str(e))
+    finally:
+        logger.removeHandler(problems)
     seconds = time.monotonic() - start
     failed = {h.name for h in state.failed_hosts}
     failed |= {h.name for h in state.inventory if state.get_results_for_host(h).error_ops}
     if failed:
-        raise DeployError(f"{getattr(deploy, '__name__', deploy)} failed on {sorted(failed)}")
+        # pyinfra logs why an operation failed and keeps no record of it: without these lines
+        # a failure in CI says only which host.
+        raise DeployError(f"{getattr(deploy, '__name__', deploy)} failed on {sorted(failed)}:\n  "
+                          + "\n  ".join(problems.lines[-20:]))
     changed: dict[str, list[str]] = {}
     for h in state.inventory:
         for op in state.get_op_order():

@@ -1,4 +1,6 @@
-"""The pyinfra results-table parser the lab tests and benches rely on."""
+"""The pyinfra results-table parser and the deploy runner the lab tests and benches rely on."""
+
+import pytest
 
 from metalseed.probe import pyinfra_totals
 
@@ -17,3 +19,23 @@ def test_grand_total_row() -> None:
 
 def test_no_table() -> None:
     assert pyinfra_totals("--> Connecting\nError: no hosts\n") == {}
+
+
+def test_a_failed_lab_deploy_says_why_not_only_where() -> None:
+    from pyinfra.api import Inventory, deploy
+    from pyinfra.operations import python
+
+    from metalseed.errors import DeployError, EtcdError
+    from metalseed.etcdprobe import run_deploy
+
+    def fails(state: object, host: object) -> None:
+        raise EtcdError("snapshot on m3 failed: context deadline exceeded")
+
+    @deploy("fails")
+    def failing() -> None:
+        python.call(name="snapshot", function=fails)
+
+    inventory = Inventory((["@fake/m3"], {}))
+    why = r"(?s)failing failed on \['@fake/m3'\]:\n.*Python callback: .*context deadline"
+    with pytest.raises(DeployError, match=why):
+        run_deploy(inventory, failing)
