@@ -22,12 +22,19 @@ from metalseed.errors import LabError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
-# Real-time CPU time per second (cgroup v1 with RT group scheduling, cpu.rt_runtime_us) for the
-# shared parent, each lab and each machine: 6 labs of 10 machines. A new v1 cpu cgroup gets none,
-# so without a budget no process of a machine may run SCHED_RR (EPERM), and keepalived, starved
-# on a loaded host, missed its adverts for 3 s: a backup took the VIP for 50 ms while the holder
-# was healthy, and a connection through the VIP was reset.
-RT_RUNTIME_US = (600_000, 100_000, 10_000)
+# Real-time CPU time (cpu.rt_runtime_us per cpu.rt_period_us, cgroup v1 with RT group
+# scheduling) for the shared parent, each lab and each machine: 6 labs of 10 machines. A new v1
+# cpu cgroup gets none, so without a budget no process of a machine may run SCHED_RR (EPERM), and
+# keepalived, starved on a loaded host, missed its adverts for 3 s: a backup took the VIP for
+# 50 ms while the holder was healthy, and a connection through the VIP was reset.
+# A machine that spends its budget is throttled until its period ends: with 10 ms per 1 s, up to
+# 990 ms with its adverts unsent, three times what fast failover allows (VRRP adverts every
+# 0.1 s). Seen: the holder's keepalived using up to 5.7 ms of real-time CPU in a second at load
+# 10, and in CI two backups taking the VIP for 0.5 s each. So a machine's period is 100 ms, and
+# its budget 1.5 ms in each: a real-time busy loop inside a machine, throttled again and again,
+# was off the CPU for 99 ms at a time, 297 ms at worst (with 10 ms per second: 990 ms).
+RT_BUDGET = ((900_000, 1_000_000), (150_000, 1_000_000), (1_500, 100_000))
+"""(runtime, period) in µs for the shared parent, a lab, a machine."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +93,14 @@ def _grant_rt(root: Path, leaf: Path) -> None:
     child may not hold more than its parent). When other labs hold the shared budget the write
     fails and the machine runs without real time, as before: slower to recover, not broken."""
     level = root
-    for part, budget in zip(leaf.relative_to(root).parts, RT_RUNTIME_US, strict=True):
+    for part, (runtime, period) in zip(leaf.relative_to(root).parts, RT_BUDGET, strict=True):
         level = level / part
         knob = level / "cpu.rt_runtime_us"
         if int(knob.read_text()) == 0:
             try:
-                knob.write_text(str(budget))
+                # The period first: with no runtime yet, any period is schedulable.
+                (level / "cpu.rt_period_us").write_text(str(period))
+                knob.write_text(str(runtime))
             except OSError:
                 return
 
