@@ -394,3 +394,20 @@ def test_a_seeds_masters_route_the_service_network_for_nginx() -> None:
     spec = master_spec(plain, plain.masters[1], material)
     assert r.SERVICE_ROUTE_UNIT not in spec.units
     assert not any(f.path.endswith(r.SERVICE_ROUTE_UNIT) for f in spec.files)
+
+
+def test_a_rolling_api_server_restart_waits_until_nginx_takes_the_last_one_back() -> None:
+    from metalseed.deploys.kubernetes import apiserver_health
+
+    c = cluster()
+    conf = r.nginx_conf(c, "/x.pem")
+    upstream = conf[conf.index("upstream metalseed_apiserver"):]
+    upstream = upstream[:upstream.index("}")]
+    out_for = {int(s) for s in re.findall(r"max_fails=1 fail_timeout=(\d+)s;", upstream)}
+    assert len(out_for) == 1 and len(re.findall(r"\bserver ", upstream)) == 3
+    health = apiserver_health(c, c.masters[0])
+    assert "/readyz" in health.split(" && sleep ")[0]
+    waits = int(health.rsplit(" && sleep ", 1)[1])
+    # The next master goes down only once this one is back in nginx's rotation: never two
+    # API servers out at once ("no live upstreams").
+    assert waits > out_for.pop()

@@ -46,6 +46,7 @@ from metalseed.model import Cluster, Node, cluster_from_inventory, kubernetes_re
 from metalseed.pki.issue import ensure_store, store_for
 from metalseed.pki.profiles import ENCRYPTION_KEY, kubelet_serving_id, tenant_dir
 from metalseed.render import containerd as rc
+from metalseed.render import edge
 from metalseed.render import kubernetes as r
 
 BINARIES_OP = "kubernetes: binaries (kube, flanneld, flannel CNI plugin)"
@@ -66,7 +67,10 @@ def apiserver_health(cluster: Cluster, node: Node) -> str:
     url = f"{r.api_url(node.address, cluster.apiserver_port)}/readyz"
     curl = (f"curl -fsS --max-time 3 --cacert {r.PKI}/ca.crt --cert {cert}.crt --key {cert}.key "
             f"{url}")
-    return _retry(f"kube-apiserver on {node.name} ({url})", curl, 180)
+    # Then until the edge's nginx takes this API server back (it refused connects while it
+    # restarted): the next master's must not go down while this one is still out of rotation.
+    return (_retry(f"kube-apiserver on {node.name} ({url})", curl, 180)
+            + f" && sleep {edge.API_FAIL_TIMEOUT_S + 1}")
 
 
 HEALTH_CM = _retry("kube-controller-manager (/healthz)",

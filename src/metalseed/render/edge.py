@@ -83,6 +83,12 @@ API_CONNECT_TIMEOUT = "300ms"
 processes are: a master that does not answer within this is down, and the next one is tried.
 Short, because the first connection after a master's crash pays it (before nginx marks it)."""
 FAIL_TIMEOUT = "10s"
+API_FAIL_TIMEOUT_S = 2
+"""How long nginx keeps an API server out of rotation after one refused connect. A rolling
+restart must not take the next API server down while the last one is still out (seen, with
+10 s: "no live upstreams", and a client through the VIP failed three tries in a row), so it
+waits this long after each /readyz (:func:`metalseed.deploys.kubernetes.apiserver_health`):
+short, since every master of every roll pays it."""
 API_PROXY_TIMEOUT = "1h"
 
 
@@ -213,6 +219,7 @@ def nginx_conf(cluster: Cluster, bundle_path: str) -> str:
         workers=[f"{w.address}:{cluster.ingress_http_nodeport}" for w in cluster.workers],
         masters=[f"{m.address}:{cluster.apiserver_port}" for m in cluster.masters],
         fail_timeout=FAIL_TIMEOUT,
+        api_fail_timeout=f"{API_FAIL_TIMEOUT_S}s",
         connect_timeout=CONNECT_TIMEOUT,
         api_connect_timeout=API_CONNECT_TIMEOUT,
         api_proxy_timeout=API_PROXY_TIMEOUT,
