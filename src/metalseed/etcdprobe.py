@@ -60,15 +60,19 @@ def run_deploy(inventory: Any, deploy: Callable[..., Any], **kwargs: Any) -> Run
         state = State(inventory, Config())
         connect_all(state)
         add_deploy(state, deploy, **kwargs)
+        stopped = None
         try:
             run_ops(state)
         except PyinfraError as e:  # "No hosts remaining!": every host failed
-            problems.lines.append(str(e))
+            stopped = str(e)
+            problems.lines.append(stopped)
     finally:
         logger.removeHandler(problems)
     seconds = time.monotonic() - start
     failed = {h.name for h in state.failed_hosts}
     failed |= {h.name for h in state.inventory if state.get_results_for_host(h).error_ops}
+    if stopped and not failed:  # pyinfra gave up without naming a host: still a failure
+        failed = {"(the run)"}
     if failed:
         # pyinfra logs why an operation failed and keeps no record of it: without these lines
         # a failure in CI says only which host.

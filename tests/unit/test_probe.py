@@ -39,3 +39,26 @@ def test_a_failed_lab_deploy_says_why_not_only_where() -> None:
     why = r"(?s)failing failed on \['@fake/m3'\]:\n.*Python callback: .*context deadline"
     with pytest.raises(DeployError, match=why):
         run_deploy(inventory, failing)
+
+
+def test_a_run_pyinfra_gives_up_on_is_a_failure_even_when_it_names_no_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyinfra.api.operations
+    from pyinfra.api import Inventory, deploy
+    from pyinfra.api.exceptions import PyinfraError
+    from pyinfra.operations import server
+
+    from metalseed.errors import DeployError
+    from metalseed.etcdprobe import run_deploy
+
+    def gives_up(state: object) -> None:
+        raise PyinfraError("No hosts remaining!")
+
+    monkeypatch.setattr(pyinfra.api.operations, "run_ops", gives_up)
+
+    @deploy("noop")
+    def noop() -> None:
+        server.shell(name="nothing", commands=["true"])
+
+    with pytest.raises(DeployError, match=r"(?s)noop failed on \['\(the run\)'\].*No hosts"):
+        run_deploy(Inventory((["@fake/m1"], {})), noop)

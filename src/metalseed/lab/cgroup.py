@@ -30,9 +30,10 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # A machine that spends its budget is throttled until its period ends: with 10 ms per 1 s, up to
 # 990 ms with its adverts unsent, three times what fast failover allows (VRRP adverts every
 # 0.1 s). Seen: the holder's keepalived using up to 5.9 ms of real-time CPU in a second at load
-# 10, and in CI two backups taking the VIP for 0.5 s each. So a machine's period is 100 ms, and
-# its budget 1.5 ms in each: a real-time busy loop inside a machine, throttled again and again,
-# was off the CPU for 99 ms at a time, 297 ms at worst (with 10 ms per second: 990 ms).
+# 10, and in CI two backups taking the VIP for 0.5 s each (likely this; not reproduced). So a
+# machine's period is 100 ms, and its budget 1.5 ms in each: a real-time busy loop inside a
+# machine, throttled again and again, was off the CPU for 99 ms at a time, 297 ms at worst (with
+# 10 ms per second: 990 ms).
 RT_BUDGET = ((900_000, 1_000_000), (150_000, 1_000_000), (1_500, 100_000))
 """(runtime, period) in µs for the shared parent, a lab, a machine."""
 
