@@ -1,7 +1,8 @@
 """Benchmark: tenant isolation on a lab seed (deploys/cluster.py and deploys/seed.py have run, so
-kube-router, each tenant's NetworkPolicies and probe pod are there).
+the seed's engine, each tenant's policies and probe pod are there: CiliumNetworkPolicies with the
+Cilium agents, NetworkPolicies with kube-router).
 
-1. apply -> enforced: per run, the first tenant's ``apiserver-egress`` NetworkPolicy is deleted
+1. apply -> enforced: per run, the first tenant's ``apiserver-egress`` policy is deleted
    and the time until a loop in its probe pod (``agnhost connect`` to the first datastore
    member's client port, 500 ms timeout, back to back) first fails is taken; then the policy is
    server-side applied again and the time until it first connects
@@ -55,7 +56,8 @@ def main() -> None:
         raise SystemExit("the seed needs tenants and a datastore (--data tenants=... )")
     tenant = cluster.tenants[0]
     target = f"{cluster.datastore.members[0].address}:{cluster.datastore.etcd.client_port}"
-    mine = [o for o in enforce.objects(cluster) if o["kind"] == "NetworkPolicy"
+    kind = "CiliumNetworkPolicy" if enforce.cilium(cluster) else "NetworkPolicy"
+    mine = [o for o in enforce.objects(cluster) if o["kind"] == kind
             and o["metadata"]["namespace"] == tenant.namespace]
     egress = next(o for o in mine if o["metadata"]["name"] == "apiserver-egress")
     dyn = kc.dynamic(kc.api_client(cluster))
@@ -74,7 +76,8 @@ def main() -> None:
             raise SystemExit(f"{len(bad)} unexpected probe results")
         matrix.append(seconds)
         counts.append(len(probes))
-    print(f"lab {args.seed_lab}: {len(cluster.tenants)} tenants, {args.runs} runs")
+    print(f"lab {args.seed_lab}: {len(cluster.tenants)} tenants, {args.runs} runs, engine "
+          f"{cluster.kubernetes.network_policy}")
     print(f"allowance deleted -> enforced (connect fails): median {statistics.median(denied):.2f} s,"
           f" max {max(denied):.2f} s")
     print(f"allowance applied -> enforced (connect works): median {statistics.median(allowed):.2f}"

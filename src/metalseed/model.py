@@ -126,6 +126,7 @@ class EdgeSettings:
         return FAILOVER_ADVERT_INT[self.failover]
 
 
+NETWORK_POLICY_ENGINES = ("cilium", "kube-router", "none")
 KUBE_PROXY_MODES = ("iptables", "nftables")  # no "ipvs": kernels without IP_VS exist (the lab's)
 
 
@@ -138,6 +139,10 @@ class KubernetesSettings:
     kube_proxy_mode: str = "iptables"
     kube_proxy_settings: tuple[tuple[str, Any], ...] = ()
     """Extra KubeProxyConfiguration fields (validated names), over metalseed's own."""
+    network_policy: str = "none"
+    """What enforces network policies: ``cilium`` (the agent chained over flannel on every node),
+    ``kube-router`` (its firewall as a DaemonSet, standard NetworkPolicies) or ``none``. A seed
+    (tenants in the data) defaults to ``cilium``, any other cluster to ``none``."""
     version: str = ""
     """The Kubernetes release the nodes run: ``kubernetes_version``, one the pins hold (the
     ``kubernetes`` pin's by default; deploys/kubernetes-upgrade.py moves a cluster to it)."""
@@ -538,6 +543,8 @@ CLUSTER_SETTINGS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "kubelet_settings": (_component_settings("KubeletConfiguration", "kubelet"), {}),
     "kube_proxy_mode": (_choice(*KUBE_PROXY_MODES), "iptables"),
     "kube_proxy_settings": (_component_settings("KubeProxyConfiguration", "kube-proxy"), {}),
+    # None: "cilium" on a seed (tenants in the data), else "none".
+    "network_policy": (_optional(_choice(*NETWORK_POLICY_ENGINES)), None),
     "kubernetes_version": (_kubernetes_version, None),
     "mirror_url": (_optional(_mirror_url), None),
     "mirror_dir": (_optional(_path), None),
@@ -789,6 +796,8 @@ def build_cluster(hosts: Iterable[_HostInput]) -> Cluster:
             kubelet_settings=raw["kubelet_settings"],
             kube_proxy_mode=raw["kube_proxy_mode"],
             kube_proxy_settings=raw["kube_proxy_settings"],
+            network_policy=raw["network_policy"] or ("cilium" if raw["tenants"] is not None
+                                                     else "none"),
             version=raw["kubernetes_version"],
         ),
         mirror_url=raw["mirror_url"],
@@ -905,6 +914,9 @@ _HOST_PORTS = ("apiserver_port", "etcd_client_port", "etcd_peer_port", "etcd_met
 
 def _check_kubernetes(raw: dict[str, Any], err: Callable[..., None]) -> None:
     if not raw.get("kubernetes"):
+        if raw.get("network_policy") not in (None, "none"):
+            err("network_policy", raw["network_policy"],
+                "a network policy engine only with kubernetes = True (or 'none')")
         return
     if raw.get("etcd_source") == "debian":
         err("etcd_source", "debian",

@@ -47,6 +47,7 @@ from tests.lab.labs import REPO, TEST_LAB, booted_lab, pyinfra_runner
 
 pytestmark = [pytest.mark.lab, pytest.mark.kube]
 
+POLICY_KIND = {True: "CiliumNetworkPolicy", False: "NetworkPolicy"}  # by enforce.cilium(seed)
 SEED_LAB = os.environ.get("METALSEED_TEST_SEED_LAB") or f"{TEST_LAB}s"
 TENANTS = {"acme": {"labels": {"team": "payments"}, "workers": ["t1"]}, "globex": {}}
 DATA = ("--data", "kubernetes=True", "--data", f"tenants={json.dumps(TENANTS)}")
@@ -64,7 +65,8 @@ def lab() -> Iterator[Lab]:
                     tenant_workers=1) as the_lab:
         state = the_lab.require_state()
         mirror = Path(state.mirror_root) if state.mirror_root else None
-        missing = sorted(set(NEEDED) - (mirror_components(mirror) if mirror else set()))
+        # The seed's network policy engine is the Cilium agent.
+        missing = sorted({*NEEDED, "cilium"} - (mirror_components(mirror) if mirror else set()))
         if missing:
             pytest.skip(f"the mirror lacks {', '.join(missing)} (run `metalseed mirror build`)")
         try:
@@ -288,7 +290,7 @@ def test_a_policy_change_is_enforced_within_5_seconds(seed: Cluster) -> None:
     c = seed
     assert c.datastore is not None
     target = f"{c.datastore.members[0].address}:{c.datastore.etcd.client_port}"
-    egress = next(o for o in enforce.objects(c) if o["kind"] == "NetworkPolicy"
+    egress = next(o for o in enforce.objects(c) if o["kind"] == POLICY_KIND[enforce.cilium(c)]
                   and o["metadata"]["namespace"] == "tenant-acme"
                   and o["metadata"]["name"] == "apiserver-egress")
     res = ka._resource(kc.dynamic(kc.api_client(c)), egress)
@@ -516,9 +518,12 @@ def test_an_invalid_tenant_spec_is_refused_and_nothing_is_applied(seed: Cluster,
 
 
 def _policies(c: Cluster) -> dict[tuple[str, str], str]:
-    """(namespace, name) -> resourceVersion of every NetworkPolicy on the seed."""
+    """(namespace, name) -> resourceVersion of every namespaced policy of the seed's engine."""
+    from metalseed.tenants.enforce import cilium
+
+    kind = "ciliumnetworkpolicies" if cilium(c) else "networkpolicies"
     items = json.loads(kubectl(c, c.pki_dir / "kubeconfig" / "admin.conf", "get",
-                               "networkpolicies", "-A", "-o", "json").stdout)["items"]
+                               kind, "-A", "-o", "json").stdout)["items"]
     return {(p["metadata"]["namespace"], p["metadata"]["name"]): p["metadata"]["resourceVersion"]
             for p in items}
 

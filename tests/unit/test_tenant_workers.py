@@ -13,16 +13,19 @@ import yaml
 from metalseed.deploys import kubernetes as kd
 from metalseed.deploys.tenant_workers import tenant_view, with_workers
 from metalseed.kube.tenant_nodes import nodes_not_ready, worker_objects
+from metalseed.mirror import default_root
 from metalseed.model import Cluster, _HostInput, build_cluster
 from metalseed.pki import x509 as px
 from metalseed.pki.issue import init_pki
+from metalseed.render import cilium as rcil
 from metalseed.render import kubernetes as r
 
 from .test_pki import NOW, openssl
 
 DATA = {"cluster_name": "prod", "node_network": "10.20.0.0/24", "vip": "10.20.0.10",
         "kubernetes": True, "etcd_source": "tarball", "etcd_tarball_url": "https://e.example/e.tgz",
-        "etcd_tarball_sha256": "0" * 64,
+        "etcd_tarball_sha256": "0" * 64, "mirror_url": "http://10.20.0.1:5080",
+        "mirror_dir": str(default_root()),
         "tenants": {"acme": {"workers": ["t1"]}, "globex": {}}}
 
 
@@ -92,6 +95,10 @@ def test_the_seed_nodes_node_spec_renders_a_tenant_worker_from_the_tenants_store
     own = {f.path: f.content for f in kd.node_spec(c, w1, kube, flannel).files}
     assert own[r.KUBELET_KUBECONFIG] == (c.pki_dir / "kubeconfig" / "kubelet" / "w1.conf"
                                          ).read_bytes()
+    # The seed's Cilium agent on its own nodes only: a tenant's worker is no node of the seed.
+    assert own[rcil.KUBECONFIG] == (c.pki_dir / "kubeconfig" / "cilium.conf").read_bytes()
+    assert b"cilium-cni" in own[r.FLANNEL_CONFLIST]
+    assert not [p for p in files if "cilium" in p] and b"cilium" not in files[r.FLANNEL_CONFLIST]
 
 
 def test_a_tenant_workers_node_is_waited_for_until_ready() -> None:

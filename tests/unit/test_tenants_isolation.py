@@ -89,7 +89,10 @@ def test_cilium_allowances_are_exactly_the_issues_list() -> None:
         ("53", "UDP"), ("53", "TCP")}
     ing = _rules(by_name["apiserver-ingress"], "ingress")
     assert ing[0]["fromEntities"] == ["host", "remote-node"]
-    assert ing[1] == {"fromCIDRSet": [{"cidr": "10.0.0.41/32"}],
+    # flannel's addresses (Cilium knows no node by them) by CIDR, to the same ports.
+    assert [c["cidr"] for c in ing[1]["fromCIDRSet"]] == [str(n) for n in INPUTS.node_sources]
+    assert ing[1]["toPorts"] == ing[0]["toPorts"]
+    assert ing[2] == {"fromCIDRSet": [{"cidr": "10.0.0.41/32"}],
                       "toPorts": [{"ports": [{"port": "6443", "protocol": "TCP"}]}]}
     eg = _rules(by_name["apiserver-egress"], "egress")
     assert [c["cidr"] for c in eg[0]["toCIDRSet"]] == ["10.0.0.21/32", "10.0.0.22/32",
@@ -99,7 +102,7 @@ def test_cilium_allowances_are_exactly_the_issues_list() -> None:
     assert eg[1]["toPorts"] == [{"ports": [{"port": "10250", "protocol": "TCP"}]}]
     # globex has no workers: no worker rule at all (not an empty one, which would allow all).
     g = {p["metadata"]["name"]: p for p in iso.cilium_policies(GLOBEX, INPUTS)}
-    assert len(_rules(g["apiserver-ingress"], "ingress")) == 1
+    assert len(_rules(g["apiserver-ingress"], "ingress")) == 2
     assert len(_rules(g["apiserver-egress"], "egress")) == 1
 
 

@@ -1,6 +1,8 @@
-"""The isolation engine's objects and the probe matrix, offline: kube-router's DaemonSet, RBAC and
-each tenant's probe pod fit the pinned Kubernetes; the plan covers every ordered pair of tenants
-and every allowed path; agnhost's output is read back; an unexpected result is flagged."""
+"""The isolation engine's objects and the probe matrix, offline: with Cilium (a seed's default)
+the tenants' CiliumNetworkPolicies and probe pods, nothing of kube-router's; with kube-router its
+DaemonSet, RBAC, NetworkPolicies and each tenant's probe pod fit the pinned Kubernetes; the plan
+covers every ordered pair of tenants and every allowed path; agnhost's output is read back; an
+unexpected result is flagged."""
 
 from __future__ import annotations
 
@@ -18,8 +20,25 @@ from .test_tenants_apply import seed
 N = ipaddress.IPv4Network
 
 
-def test_engine_policies_and_probe_pods_fit_the_pinned_kubernetes(tmp_path: Path) -> None:
+def test_a_cilium_seed_gets_cilium_policies_and_probe_pods_only(tmp_path: Path) -> None:
     c = seed(tmp_path)
+    assert enforce.cilium(c)
+    objs = enforce.objects(c, cidrs=(N("10.244.0.0/24"),), bundle=b"")
+    enforce.validate(c)
+    kinds = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objs}
+    assert ("CiliumClusterwideNetworkPolicy", "", "metalseed-tenants-off-seed-apiserver") in kinds
+    assert ("CiliumNetworkPolicy", "tenant-globex", "default-deny") in kinds
+    assert ("Deployment", "tenant-acme", enforce.PROBE_POD) in kinds
+    assert not [k for k in kinds if k[0] in ("NetworkPolicy", "DaemonSet")]
+    # flannel's addresses of the node's podCIDR are named by CIDR (Cilium knows no node by them).
+    ingress = next(o for o in objs if o["kind"] == "CiliumNetworkPolicy"
+                   and o["metadata"]["name"] == "apiserver-ingress")["spec"]["ingress"]
+    cidrs = {c["cidr"] for rule in ingress for c in rule.get("fromCIDRSet", [])}
+    assert {"10.244.0.0/32", "10.244.0.1/32"} <= cidrs
+
+
+def test_engine_policies_and_probe_pods_fit_the_pinned_kubernetes(tmp_path: Path) -> None:
+    c = seed(tmp_path, network_policy="kube-router")
     objs = enforce.objects(c, cidrs=(N("10.244.0.0/24"),), bundle=b"")
     oa.validate(objs, oa.load(default_root()))
     enforce.validate(c)

@@ -45,6 +45,7 @@ from metalseed.mirror.recipes import PREVIOUS_KUBE
 from metalseed.model import Cluster, Node, cluster_from_inventory, kubernetes_releases
 from metalseed.pki.issue import ensure_store, store_for
 from metalseed.pki.profiles import ENCRYPTION_KEY, kubelet_serving_id, tenant_dir
+from metalseed.render import cilium as rcil
 from metalseed.render import containerd as rc
 from metalseed.render import edge
 from metalseed.render import kubernetes as r
@@ -82,6 +83,9 @@ HEALTH_KUBELET = _retry("kubelet (/healthz)",
 HEALTH_PROXY = _retry("kube-proxy (/healthz)",
                       f"curl -fsS --max-time 3 http://127.0.0.1:{r.PROXY_HEALTHZ_PORT}/healthz")
 HEALTH_FLANNEL = _retry(f"flanneld ({r.FLANNEL_SUBNET_FILE})", f"test -s {r.FLANNEL_SUBNET_FILE}")
+# The agent compiles its datapath before it is healthy: minutes on a busy 2-core node.
+HEALTH_CILIUM = _retry("cilium-agent (/healthz)",
+                       f"curl -fsS --max-time 3 http://127.0.0.1:{rcil.HEALTH_PORT}/healthz", 300)
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,7 +110,8 @@ def _only(downloads: tuple[artifacts.Download, ...], filename: str, component: s
 
 def downloads(cluster: Cluster) -> tuple[artifacts.Download, ...]:
     """One download each: the multi-call ``kube`` (not its six names, each the same 100+ MB),
-    ``flanneld`` and the flannel CNI plugin."""
+    ``flanneld`` and the flannel CNI plugin; where Cilium runs, its agent, CNI plugin and
+    datapath sources too (:func:`cilium_downloads`)."""
     if not cluster.mirror_url:
         raise ArtifactError("Kubernetes is installed from a mirror (set mirror_url): the pins hold no "
                             "upstream sha256 for Kubernetes 1.36 or flannel to check a download "
@@ -122,7 +127,39 @@ def downloads(cluster: Cluster) -> tuple[artifacts.Download, ...]:
         _only(artifacts.component_downloads(cluster, "flannel", r.BIN_DIR), "flanneld", "flannel"),
         _only(artifacts.component_downloads(cluster, "flannel-cni-plugin", rc.CNI_BIN_DIR),
               "flannel", "flannel-cni-plugin"),
+        *cilium_downloads(cluster),
     )
+
+
+def cilium_downloads(cluster: Cluster) -> tuple[artifacts.Download, ...]:
+    """The agent, its CNI plugin and its datapath sources, each where it belongs; none unless the
+    cluster's network policy engine is Cilium."""
+    if cluster.kubernetes.network_policy != "cilium":
+        return ()
+    if not cluster.mirror_url:
+        raise ArtifactError("network_policy = 'cilium' installs the agent from a mirror (set "
+                            "mirror_url): Cilium publishes no host binaries to download")
+    found = artifacts.component_downloads(cluster, "cilium", r.BIN_DIR)
+    return (_only(found, "cilium-agent", "cilium"),
+            replace(_only(found, "cilium-cni", "cilium"), dest_dir=rc.CNI_BIN_DIR),
+            replace(_only(found, "cilium-bpf.tar", "cilium"), dest_dir=rcil.BPF_TAR_DIR,
+                    mode=0o644))
+
+
+@dataclass(frozen=True)
+class CiliumFiles:
+    """What a node's agent unit names: the agent's and the sources' digests."""
+
+    agent: r.Binary
+    bpf_sha256: str
+
+
+def cilium_files(cluster: Cluster) -> CiliumFiles | None:
+    found = cilium_downloads(cluster)
+    if not found:
+        return None
+    agent, _, bpf = found
+    return CiliumFiles(r.Binary(_pinned_version("cilium"), agent.sha256, rcil.AGENT), bpf.sha256)
 
 
 def release(cluster: Cluster) -> str:
@@ -136,7 +173,7 @@ def kube_component(cluster: Cluster) -> str:
 
 
 def binaries(cluster: Cluster) -> tuple[r.Binary, r.Binary]:
-    kube, flanneld, _ = downloads(cluster)
+    kube, flanneld, *_ = downloads(cluster)
     return (r.Binary(release(cluster), kube.sha256),
             r.Binary(_pinned_version("flannel"), flanneld.sha256, r.FLANNELD))
 
@@ -225,10 +262,21 @@ def node_spec(cluster: Cluster, node: Node, kube: r.Binary, flanneld: r.Binary,
     secret = 0o600
     p = pki or seed_node_pki(node)
     kubelet, proxy, flannel = r.KUBELET_UNIT, r.PROXY_UNIT, r.FLANNEL_UNIT
+    # A tenant's worker is no node of the seed: the seed's engine is not its.
+    cil = cilium_files(cluster) if pki is None else None
+    chained = (rcil.cni_plugin_json(),) if cil else ()
+    cilium_dirs = (ManagedDir(rcil.DIR, 0o700),) if cil else ()
+    cilium = () if cil is None else (
+        ManagedFile(rcil.KUBECONFIG, _read(cluster, "kubeconfig/cilium.conf"), secret,
+                    unit=rcil.UNIT, restart=True),
+        ManagedFile(f"/etc/systemd/system/{rcil.UNIT}",
+                    rcil.agent_unit(cluster, node, cil.agent, cil.bpf_sha256).encode(),
+                    unit=rcil.UNIT, restart=True, unit_file=True),
+    )
     return HostSpec(
         sysctls=SYSCTLS,
         dirs=(ManagedDir(r.ETC), ManagedDir(r.KUBELET_DIR, 0o700), ManagedDir(r.KUBELET_PKI, 0o700),
-              ManagedDir(r.PROXY_DIR, 0o700), ManagedDir(r.FLANNEL_DIR, 0o700)),
+              ManagedDir(r.PROXY_DIR, 0o700), ManagedDir(r.FLANNEL_DIR, 0o700), *cilium_dirs),
         files=(
             ManagedFile(r.KUBELET_CA, _read(cluster, p.ca_bundle), unit=kubelet, restart=True),
             ManagedFile(r.KUBELET_CERT, _read(cluster, f"{p.serving}.crt"), unit=kubelet,
@@ -252,12 +300,14 @@ def node_spec(cluster: Cluster, node: Node, kube: r.Binary, flanneld: r.Binary,
             ManagedFile(r.FLANNEL_NET_CONF, r.flannel_net_conf(cluster).encode(), unit=flannel,
                         restart=True),
             # containerd watches the directory: no unit to restart for the CNI configuration.
-            ManagedFile(r.FLANNEL_CONFLIST, r.flannel_conflist().encode()),
+            ManagedFile(r.FLANNEL_CONFLIST, r.flannel_conflist(chained).encode()),
             ManagedFile(f"/etc/systemd/system/{flannel}", r.flanneld_unit(node, flanneld).encode(),
                         unit=flannel, restart=True, unit_file=True),
+            *cilium,
         ),
-        units=r.NODE_UNITS,
-        health={kubelet: HEALTH_KUBELET, proxy: HEALTH_PROXY, flannel: HEALTH_FLANNEL},
+        units=(*r.NODE_UNITS, *((rcil.UNIT,) if cil else ())),
+        health={kubelet: HEALTH_KUBELET, proxy: HEALTH_PROXY, flannel: HEALTH_FLANNEL,
+                **({rcil.UNIT: HEALTH_CILIUM} if cil else {})},
     )
 
 

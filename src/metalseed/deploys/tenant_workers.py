@@ -60,9 +60,11 @@ def with_workers(cluster: Cluster) -> list[TenantSpec]:
 
 def tenant_view(cluster: Cluster, tenant: TenantSpec) -> Cluster:
     """The cluster as the node parts see it on ``tenant``'s workers: the tenant's Kubernetes
-    version (the networks and DNS settings are the seed's: see :mod:`metalseed.kube.tenant`)."""
+    version (the networks and DNS settings are the seed's: see :mod:`metalseed.kube.tenant`), and
+    no network policy engine of the seed's (a tenant's cluster brings its own, or none)."""
     return replace(cluster, kubernetes=replace(cluster.kubernetes,
-                                               version=tenant.kubernetes_version))
+                                               version=tenant.kubernetes_version,
+                                               network_policy="none"))
 
 
 def validate(cluster: Cluster) -> None:

@@ -284,7 +284,7 @@ def wait_daemonset_available(cluster: Cluster, namespace: str, name: str, nodes:
 
 BOOTSTRAP = "bootstrap"
 ADDONS = "addons"
-BOOTSTRAP_OP = "kubernetes: RBAC for the node agents (server-side apply)"
+BOOTSTRAP_OP = "kubernetes: RBAC for the node agents, Cilium's CRDs (server-side apply)"
 ADDONS_OP = "kubernetes: CoreDNS, node roles, the ingress controller (server-side apply)"
 
 
@@ -293,7 +293,11 @@ OBJECT_SETS = (BOOTSTRAP, ADDONS)
 
 def _rendered(cluster: Cluster, which: str) -> list[dict[str, Any]]:
     if which == BOOTSTRAP:
-        return o.bootstrap_objects()
+        if cluster.kubernetes.network_policy != "cilium":
+            return o.bootstrap_objects()
+        from metalseed.kube import cilium, crd
+
+        return [*o.bootstrap_objects(), *cilium.objects(crd.load(cluster.mirror_dir))]
     # Only the digest of the bundle goes into objects: validating them against the schemas
     # (before a dry run or a first run has a store) needs no real one. Applying does: it first
     # waits for kube-root-ca.crt to hold the store's bundle, which reads it strictly.

@@ -30,9 +30,11 @@ Schema = dict[str, Any]
 
 
 def bundle(docs: Iterable[Mapping[str, Any]], version: str) -> dict[str, Any]:
-    """``<group>/<version>/<Kind>`` -> the structural schema of every served version of ``docs``
-    (CustomResourceDefinition objects)."""
+    """``kinds``: ``<group>/<version>/<Kind>`` -> the structural schema of every served version
+    of ``docs`` (CustomResourceDefinition objects); ``objects``: the CRDs themselves, without
+    their descriptions, as a cluster that runs the Cilium agent is given them."""
     kinds: dict[str, Schema] = {}
+    objects: list[Any] = []
     for doc in docs:
         if doc.get("kind") != "CustomResourceDefinition":
             raise ArtifactError(f"not a CustomResourceDefinition: {doc.get('kind')!r}")
@@ -41,9 +43,10 @@ def bundle(docs: Iterable[Mapping[str, Any]], version: str) -> dict[str, Any]:
             if v.get("served"):
                 kinds[f"{spec['group']}/{v['name']}/{spec['names']['kind']}"] = strip_descriptions(
                     v["schema"]["openAPIV3Schema"])
+        objects.append(strip_descriptions(dict(doc)))
     if not kinds:
         raise ArtifactError("no served CRD version to bundle")
-    return {"version": version, "kinds": kinds}
+    return {"version": version, "kinds": kinds, "objects": objects}
 
 
 def bundle_files(paths: Iterable[Path], version: str) -> dict[str, Any]:
@@ -54,6 +57,8 @@ def bundle_files(paths: Iterable[Path], version: str) -> dict[str, Any]:
 class CRDSchemas:
     version: str
     kinds: dict[str, Schema]
+    objects: tuple[Any, ...] = ()
+    """The CustomResourceDefinitions (descriptions stripped), in the recipe's order."""
 
 
 _LOADED: dict[tuple[str, int, str], CRDSchemas] = {}
@@ -81,7 +86,7 @@ def load(mirror_dir: Path) -> CRDSchemas:
             raise MirrorIntegrityError(f"{art.path}: expected sha256:{art.sha256}, actual "
                                        f"sha256:{actual}")
         doc = json.loads(path.read_text())
-        _LOADED[key] = CRDSchemas(doc["version"], doc["kinds"])
+        _LOADED[key] = CRDSchemas(doc["version"], doc["kinds"], tuple(doc.get("objects", ())))
     return _LOADED[key]
 
 

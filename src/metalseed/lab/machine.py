@@ -70,7 +70,10 @@ CAPABILITIES = "CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_RESOURCE,CAP_BPF,CAP_PERFMON,C
 #   they already have those values, and /proc/sys is read-only here ("Failed to start
 #   ContainerManager: open /proc/sys/kernel/panic: read-only file system"). They are global:
 #   setting them would change the shared host (panic_on_oops!), so each machine sees a file
-#   with the kubelet's value bound over the entry instead; the host's values stay as they are.
+#   with the kubelet's value bound over the entry instead; the host's values stay as they are;
+# - /proc/sys/net is the machine's own network namespace's, so it may be writable as on a real
+#   host: the Cilium agent sets per-interface sysctls of the links it creates ("failed to write
+#   sysctl setting /proc/sys/net/ipv4/conf/cilium_host/accept_local: read-only file system").
 CONTAINER_SETUP_UNIT = "metalseed-lab-containers.service"
 CONTAINER_SETUP = """\
 [Unit]
@@ -90,6 +93,8 @@ ExecStart=/bin/sh -c 'd=/run/metalseed-lab/sysctl; mkdir -p $$d; \\
     for kv in vm/overcommit_memory=1 kernel/panic=10 kernel/panic_on_oops=1; do \\
     k=$${kv%%=*}; echo $${kv#*=} > $$d/$${k##*/}; \\
     mount --bind $$d/$${k##*/} /proc/sys/$$k || exit 1; done'
+ExecStart=/bin/sh -c 'mount --bind /proc/sys/net /proc/sys/net && \
+    mount -o remount,bind,rw /proc/sys/net'
 
 [Install]
 WantedBy=sysinit.target

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,7 @@ from metalseed.mirror.recipes import (
     ImageRecipe,
     OpenAPIRecipe,
     Recipe,
+    TreeRecipe,
     recipes,
 )
 
@@ -312,6 +314,9 @@ class Builder:
             artifacts.append(self.timed(c, "bundle schemas", self.bundle_openapi, recipe, pin, moddir))
         if isinstance(recipe, CRDRecipe):
             artifacts.append(self.timed(c, "bundle CRD schemas", self.bundle_crds, recipe, pin, moddir))
+        if isinstance(recipe, TreeRecipe):
+            artifacts.append(self.timed(c, f"pack {recipe.tree_dir}/", self.pack_tree, recipe, pin,
+                                        moddir))
         for img in recipe.images:
             ref = pin.images[img.reference_index]
             artifacts.append(self.timed(c, f"image {ref}", self.make_image, img, ref, pin))
@@ -407,6 +412,16 @@ class Builder:
         os.replace(tmp, dst)
         return self._artifact(recipe.component, pin, rel, "data", recipe.component)
 
+    def pack_tree(self, recipe: TreeRecipe, pin: Pin, moddir: Path) -> Artifact:
+        src = self.module_dir(recipe.component, pin, moddir) / recipe.tree_dir
+        rel = f"bin/{recipe.tree_name}"
+        dst = self.root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        write_tree_tar(src, recipe.tree_dir, tmp)
+        os.replace(tmp, dst)
+        return self._artifact(recipe.tree_name, pin, rel, "binary", recipe.component)
+
     def install_binaries(self, recipe: Recipe, pin: Pin, built: Path) -> list[Artifact]:
         bindir = self.root / "bin"
         bindir.mkdir(parents=True, exist_ok=True)
@@ -477,6 +492,22 @@ class Builder:
         return self._artifact(
             img.name, pin, rel, "image", pin.name, image=reference, digest=image.manifest.digest
         )
+
+
+def write_tree_tar(src: Path, top: str, dst: Path) -> None:
+    """``src`` as ``top/...`` in a plain tar whose bytes depend only on the files' contents, names
+    and modes: the module cache's files are read-only copies with varying times."""
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mtime = 0
+        info.mode = 0o755 if info.isdir() or info.mode & 0o111 else 0o644
+        return info
+
+    with tarfile.open(dst, "w", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(src, arcname=top, recursive=False, filter=clean)
+        for path in sorted(p for p in src.rglob("*")):
+            tar.add(path, arcname=f"{top}/{path.relative_to(src)}", recursive=False, filter=clean)
 
 
 def file_capability(cap: int) -> bytes:

@@ -76,6 +76,16 @@ class CRDRecipe(Recipe):
     files: tuple[tuple[str, str], ...] = ()  # (file name, sha256 hex)
 
 
+@dataclass(frozen=True)
+class TreeRecipe(Recipe):
+    """Beside the binaries, one directory of the pin's module (``tree_dir``) packed into
+    ``bin/<tree_name>``, a reproducible tar (sorted, owner root, mtime 0) that hosts install like
+    a binary. A subclass for the same reason as OpenAPIRecipe."""
+
+    tree_dir: str = ""
+    tree_name: str = ""
+
+
 CNI = "github.com/containernetworking/plugins/plugins"
 CNI_VERSION = "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion"
 CONTAINERD = "github.com/containerd/containerd/v2"
@@ -319,16 +329,31 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
             ),
         ),
         OpenAPIRecipe("kubernetes-openapi"),
-        # Cilium's policy CRDs, for offline validation of the tenants' Cilium policies: data only
-        # (the agent itself does not build from the module proxy here, see README).
+        # Cilium's CRDs: the policies' schemas, for offline validation of the tenants' Cilium
+        # policies, and every CRD the agent waits for (pkg/k8s/synced/crd.go with metalseed's
+        # agent flags), applied to a cluster that runs it (no operator registers them here).
         CRDRecipe(
             "cilium-crds",
-            crd_dir="pkg/k8s/apis/cilium.io/client/crds/v2",
+            crd_dir="pkg/k8s/apis/cilium.io/client/crds",
             files=(
-                ("ciliumnetworkpolicies.yaml",
+                ("v2/ciliumnetworkpolicies.yaml",
                  "62c6de8f358da125b94468d39187edb1cea157d79503fdc50ccec8a6aaa79a76"),
-                ("ciliumclusterwidenetworkpolicies.yaml",
+                ("v2/ciliumclusterwidenetworkpolicies.yaml",
                  "ae65e44fdee9da399cb7257a8464f197bea5270fdc213f6343700309c39abad6"),
+                ("v2/ciliumidentities.yaml",
+                 "6584bb0e5bd3cb41d6f1e1ff80b866407d21a44cba00d35b1c39abab0a2d0d57"),
+                ("v2/ciliumendpoints.yaml",
+                 "fecfbb3886d3683e93b6adce98553db7c6f52cbc4442de253db488df0ad44a7e"),
+                ("v2/ciliumnodes.yaml",
+                 "cc3e57ace385353b237b04f466fb99fd9c75c96682044063daae3e0150d2247f"),
+                ("v2/ciliumcidrgroups.yaml",
+                 "8060269a3ef63271578a090bbe5be135d0dad2932f7ccc7204b37820c990e535"),
+                ("v2/ciliumloadbalancerippools.yaml",
+                 "31dd3d26d987e46bc04d66ec2f9bdcf2aa2b13b7b368e515ca324961b55d65b1"),
+                ("v2alpha1/ciliumpodippools.yaml",
+                 "34dd4b4a6a6f588b1936e1b01acb72fb9cb2c9cf7c3fefead7b5b253a356a9e8"),
+                ("v2alpha1/ciliuml2announcementpolicies.yaml",
+                 "5a5ada1455e5169d1f95d4814302677ebff4bf477b5298483e9b827a70feee7a"),
             ),
         ),
         Recipe(
@@ -490,6 +515,23 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
                     config=ImageConfig(entrypoint=("/usr/local/bin/kube-router",)),
                 ),
             ),
+        ),
+        # The agent compiles its datapath on each node at run time: the sources travel beside it.
+        TreeRecipe(
+            "cilium",
+            gomod="cilium",
+            builds=(
+                GoBuild(
+                    packages=("github.com/cilium/cilium/daemon",
+                              "github.com/cilium/cilium/plugins/cilium-cni"),
+                    rename=(("daemon", "cilium-agent"),),
+                    # Upstream's is "<version> <commit> <date>"; ldflags here carry no spaces.
+                    xflags=(("github.com/cilium/cilium/pkg/version.ciliumVersion",
+                             v["cilium"].removeprefix("v")),),
+                ),
+            ),
+            tree_dir="bpf",
+            tree_name="cilium-bpf.tar",
         ),
         Recipe(
             "e2e",

@@ -183,6 +183,7 @@ base64): made once with Kubernetes, never printed."""
 
 
 FLANNEL_USER = "metalseed:flannel"
+CILIUM_USER = "metalseed:cilium"
 
 
 def kubelet_serving_id(node: str) -> str:
@@ -284,6 +285,12 @@ def leaf_specs(cluster: Cluster) -> list[LeafSpec]:
         specs.append(LeafSpec("kubeconfig/flannel", CLUSTER_CA, FLANNEL_USER,
                               hosts=tuple(n.name for n in cluster.nodes), kubeconfig="flannel",
                               kubeconfig_server=vip_url))
+        if cluster.kubernetes.network_policy == "cilium":
+            # The agents (systemd, like flanneld) with an identity of their own, bound by
+            # metalseed's RBAC (metalseed.kube.cilium).
+            specs.append(LeafSpec("kubeconfig/cilium", CLUSTER_CA, CILIUM_USER,
+                                  hosts=tuple(n.name for n in cluster.nodes), kubeconfig="cilium",
+                                  kubeconfig_server=vip_url))
 
     if cluster.edge.cert_file is None:
         specs.append(LeafSpec("edge/server", EDGE_CA, f"{cluster.name}-edge",

@@ -252,13 +252,13 @@ def scheduler_flags() -> list[str]:
 def unit(component: str, description: str, binary: Binary, flags: list[str],
          after: tuple[str, ...] = ("network-online.target",), requires: tuple[str, ...] = (),
          environment: tuple[str, ...] = (), delegate: bool = False,
-         documentation: str | None = None) -> str:
+         documentation: str | None = None, exec_start_pre: tuple[str, ...] = ()) -> str:
     # The multi-call binary is told which component to be by its first argument.
     exec_start = binary.path if binary.path != KUBE else f"{KUBE} {component}"
     return render("kubernetes/component.service.j2", component=component, description=description,
                   version=binary.version, binary=binary.path, binary_sha256=binary.sha256,
                   exec_start=exec_start, flags=flags, after=after, requires=requires,
-                  environment=environment, delegate=delegate,
+                  environment=environment, delegate=delegate, exec_start_pre=exec_start_pre,
                   documentation=documentation or f"{DOCS}/{component}/")
 
 
@@ -403,9 +403,10 @@ def flannel_net_conf(cluster: Cluster) -> str:
                   vni=FLANNEL_VNI, port=FLANNEL_PORT)
 
 
-def flannel_conflist() -> str:
+def flannel_conflist(chained: tuple[str, ...] = ()) -> str:
+    """flannel's chain; ``chained``: plugins (JSON text) after it, Cilium's on a seed."""
     return render("kubernetes/10-flannel.conflist.j2", subnet_file=FLANNEL_SUBNET_FILE,
-                  data_dir=FLANNEL_CNI_DATA)
+                  data_dir=FLANNEL_CNI_DATA, chained=chained)
 
 
 def flanneld_unit(node: Node, flannel: Binary) -> str:

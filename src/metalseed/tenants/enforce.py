@@ -1,10 +1,17 @@
-"""Tenant isolation onto a seed: the NetworkPolicy engine (:mod:`metalseed.kube.netpol`), each
-tenant namespace's NetworkPolicies (:mod:`metalseed.tenants.isolation`) and its probe pod,
-validated offline against the pinned Kubernetes' schemas (the Cilium rendering of the same intent
-against Cilium's CRD schemas, though nothing here applies it), server-side applied where a dry run
-says anything would change, then the engine waited for on every seed node.
+"""Tenant isolation onto a seed, by the seed's network policy engine (``network_policy``):
 
-The NetworkPolicies need the seed's nodes' podCIDRs (flannel's per-node addresses, which node
+- ``cilium`` (a seed's default): each tenant namespace's CiliumNetworkPolicies and the
+  cluster-wide one (:mod:`metalseed.tenants.isolation`), validated offline against Cilium's CRD
+  schemas; the agents themselves are node units (:mod:`metalseed.render.cilium`), up and healthy
+  before this runs;
+- ``kube-router``: its firewall as a DaemonSet (:mod:`metalseed.kube.netpol`) and the same intent
+  as standard NetworkPolicies, validated against the pinned Kubernetes' schemas, the DaemonSet
+  waited for on every seed node.
+
+Either way each tenant namespace gets its probe pod; everything is server-side applied where a
+dry run says anything would change.
+
+The policies need the seed's nodes' podCIDRs (flannel's per-node addresses, which node
 traffic to pods comes from): read from the seed's Node objects when the run is prepared. A node
 added later changes them, and the next seed.py run applies that.
 """
@@ -102,19 +109,28 @@ def objects(cluster: Cluster, cidrs: tuple[ipaddress.IPv4Network, ...] | None = 
             bundle = ka.ca_bundle(cluster)
         except KubernetesError:
             bundle = b""
+    probe_image = ka.mirror_image(cluster, "agnhost")
+    probes = [probe_deployment(t, probe_image) for t in cluster.tenants]
     cidrs = pod_cidrs(cluster) if cidrs is None else cidrs
     i = inputs(cluster, cidrs)
-    probe_image = ka.mirror_image(cluster, "agnhost")
+    if cilium(cluster):
+        return [*iso.all_cilium(cluster.tenants, i), *probes]
     return [*netpol.objects(cluster, ka.mirror_image(cluster, netpol.NAME), bundle),
-            *iso.all_network_policies(cluster.tenants, i),
-            *(probe_deployment(t, probe_image) for t in cluster.tenants)]
+            *iso.all_network_policies(cluster.tenants, i), *probes]
+
+
+def cilium(cluster: Cluster) -> bool:
+    return cluster.kubernetes.network_policy == "cilium"
 
 
 def validate(cluster: Cluster) -> None:
-    """Offline: the engine's objects and the NetworkPolicies against the pinned Kubernetes, the
-    Cilium policies of the same intent against Cilium's CRD schemas."""
-    openapi.validate(objects(cluster, cidrs=(), bundle=b""), openapi.load(cluster.mirror_dir))
-    crd.validate(iso.all_cilium(cluster.tenants, inputs(cluster)), crd.load(cluster.mirror_dir))
+    """Offline: the Cilium policies against Cilium's CRD schemas (always: they are the intent's
+    reference form), everything else this run applies against the pinned Kubernetes."""
+    schemas = crd.load(cluster.mirror_dir)
+    crd.validate(iso.all_cilium(cluster.tenants, inputs(cluster)), schemas)
+    core = [o for o in objects(cluster, cidrs=(), bundle=b"")
+            if not o["apiVersion"].startswith("cilium.io/")]
+    openapi.validate(core, openapi.load(cluster.mirror_dir))
 
 
 @operation()
@@ -126,11 +142,17 @@ def apply_isolation(cluster: Cluster) -> Generator[Any, None, None]:
 
 
 def _apply(cluster: Cluster) -> None:
-    ka.validate_and_apply(cluster, objects(cluster))
+    objs = objects(cluster)
+    if cilium(cluster):
+        validate(cluster)
+        ka.apply(cluster, objs)
+    else:
+        ka.validate_and_apply(cluster, objs)
 
 
 def wait_engine(cluster: Cluster) -> None:
-    ka.wait_daemonset_available(cluster, netpol.NAMESPACE, netpol.NAME, len(cluster.nodes))
+    if not cilium(cluster):
+        ka.wait_daemonset_available(cluster, netpol.NAMESPACE, netpol.NAME, len(cluster.nodes))
     for t in cluster.tenants:
         ka.wait_deployment_available(cluster, t.namespace, PROBE_POD)
 

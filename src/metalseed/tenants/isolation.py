@@ -14,8 +14,9 @@ Per tenant namespace ``tenant-<name>``:
 2. ``dns``: every pod to kube-dns (UDP and TCP 53);
 3. ``apiserver-ingress``: the control plane pods (and the tenant's probe pod) accept the API port
    from the seed's nodes -- the masters' nginx (the edge) and the kubelets' probes, which Cilium
-   sees as the entities ``host``/``remote-node`` (CIDR rules do not match nodes) and a
-   NetworkPolicy engine as the nodes' own addresses and flannel's per-node addresses -- and from
+   sees as the entities ``host``/``remote-node`` (CIDR rules do not match nodes) where they come
+   from a node's own address and as world where they come from flannel's per-node addresses
+   (named by CIDR), and a NetworkPolicy engine as those addresses -- and from
    the tenant's own workers; the controller-manager's and scheduler's health ports from the nodes
    (their kubelets' probes);
 4. ``apiserver-egress``: the control plane pods reach the datastore members' client port and their
@@ -74,7 +75,8 @@ class IsolationInputs:
     """Where the seed's nodes' own traffic comes from as a pod sees it: each node's address and,
     for a NetworkPolicy engine, flannel's addresses of that node (its podCIDR's first two: the
     vxlan device's, which other nodes' traffic leaves by, and the bridge's, which the node's own
-    traffic to its pods leaves by). Cilium needs none of these (entities)."""
+    traffic to its pods leaves by). Cilium matches the nodes' own addresses as entities; chained
+    over flannel it still needs flannel's addresses by CIDR (it knows no node by them)."""
     tenant_workers: Mapping[str, tuple[IPv4, ...]] = field(default_factory=dict)
     """Tenant name -> addresses of its own workers."""
 
@@ -113,11 +115,15 @@ def cilium_policies(tenant: TenantSpec, i: IsolationInputs) -> list[Obj]:
         return _cilium("CiliumNetworkPolicy", _meta(tenant, name), spec)
 
     cp = _control_plane_selector(tenant)
-    ingress: list[Obj] = [
-        {"fromEntities": ["host", "remote-node"],
-         "toPorts": _cports((API_PORT, "TCP"), (CONTROLLER_MANAGER_PORT, "TCP"),
-                            (SCHEDULER_PORT, "TCP"))},
-    ]
+    node_ports = _cports((API_PORT, "TCP"), (CONTROLLER_MANAGER_PORT, "TCP"),
+                         (SCHEDULER_PORT, "TCP"))
+    ingress: list[Obj] = [{"fromEntities": ["host", "remote-node"], "toPorts": node_ports}]
+    if i.node_sources:
+        # Chained over flannel, a node's traffic to another node's pod leaves by flannel.1, from
+        # an address Cilium knows no node by (so: world): named by CIDR, like the NetworkPolicy
+        # form does.
+        ingress.append({"fromCIDRSet": [{"cidr": str(n)} for n in i.node_sources],
+                        "toPorts": node_ports})
     workers = i.tenant_workers.get(tenant.name, ())
     if workers:
         ingress.append({"fromCIDRSet": [{"cidr": f"{w}/32"} for w in workers],
