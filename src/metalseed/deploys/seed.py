@@ -14,10 +14,12 @@ True``, the ``tenants`` data, the tenant datastore):
    the live store to ``pki/<seed>.archive/tenants/<name>-<UTC time>/``;
 6. each tenant's Namespace, PKI Secret, control plane Deployment, Service and PDB, server-side
    applied on the seed where a dry run says anything would change;
-7. tenant isolation (:mod:`metalseed.tenants.enforce`): the NetworkPolicy engine on every seed
-   node, each tenant namespace's NetworkPolicies and probe pod;
+7. tenant isolation (:mod:`metalseed.tenants.enforce`): each tenant namespace's policies (its
+   CiliumNetworkPolicies for the Cilium agents cluster.py runs on every seed node; with
+   kube-router, its DaemonSet and NetworkPolicies) and probe pod;
 8. a wait on real conditions: each Deployment rolled out and each tenant's API answering
-   ``/readyz`` through the edge with its own admin.conf; the engine on every node;
+   ``/readyz`` through the edge with its own admin.conf; each probe pod (and kube-router on
+   every node);
 9. each tenant's workers (:mod:`metalseed.deploys.tenant_workers`): flanneld's RBAC and the
    ``kubernetes`` Service's endpoint (the edge) in the tenant's cluster, then on every tenant
    worker kubelet, kube-proxy and flanneld with the tenant's PKI, joining through the edge; a

@@ -1,11 +1,11 @@
-"""The NetworkPolicy engine of seeds, as plain data: kube-router's firewall alone (its router and
-service proxy off: flannel routes, kube-proxy serves Services), a DaemonSet on every seed node.
+"""The alternative policy engine of seeds (``network_policy = "kube-router"``; Cilium is the
+default), as plain data: kube-router's firewall alone (its router and service proxy off: flannel
+routes, kube-proxy serves Services), a DaemonSet on every seed node.
 
 kube-router watches pods, namespaces and NetworkPolicies and enforces them with iptables chains
-and ipsets of the node it runs on (both built into this kernel). Why this engine: the Cilium agent
-does not build from the module proxy here, and kube-network-policies queues every policed
-packet to user space with nftables' ``queue`` statement, which this kernel lacks
-(CONFIG_NFT_QUEUE); see the README's isolation model.
+and ipsets of the node it runs on (both built into this kernel). kube-network-policies, the other
+NetworkPolicy engine, queues every policed packet to user space with nftables' ``queue``
+statement, which this kernel lacks (CONFIG_NFT_QUEUE); see the README's isolation model.
 """
 
 from __future__ import annotations

@@ -478,9 +478,9 @@ def recipes(versions: dict[str, str]) -> list[Recipe]:
                 ),
             ),
         ),
-        # The NetworkPolicy engine of seeds: kube-router's firewall alone (iptables + ipset, both
-        # built into this kernel); the Cilium agent does not build here and kube-network-policies
-        # needs nftables' queue statement, which this kernel lacks (see README).
+        # The alternative policy engine of seeds (network_policy = "kube-router"): its firewall
+        # alone (iptables + ipset, both built into this kernel); kube-network-policies needs
+        # nftables' queue statement, which this kernel lacks (see README).
         Recipe(
             "kube-router",
             gomod="kube-router",

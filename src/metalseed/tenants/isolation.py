@@ -6,7 +6,7 @@ One intent, rendered twice:
 - **CiliumNetworkPolicies** (``cilium.io/v2``, validated against the pinned Cilium module's CRD
   schemas, :mod:`metalseed.kube.crd`) and one CiliumClusterwideNetworkPolicy;
 - **standard NetworkPolicies** (``networking.k8s.io/v1``, validated against the pinned Kubernetes
-  OpenAPI), for a policy engine that runs where the Cilium agent does not.
+  OpenAPI), for kube-router, the alternative engine (``network_policy``).
 
 Per tenant namespace ``tenant-<name>``:
 
